@@ -1,0 +1,224 @@
+"""The array backend: NumPy or CuPy, chosen in this one file.
+
+Everything else in minirl asks this module for the array module `xp` instead of
+importing numpy or cupy itself (the chainer / array-API pattern)::
+
+    xp = backend.xp()                  # the active module, for new arrays
+    xp = backend.get_array_module(a)   # the module that owns array `a`
+
+Select the backend with the environment variable ``MINIRL_BACKEND=numpy|cupy``
+(read on first use) or with ``backend.use("cupy")``. Only this file imports cupy.
+
+Random numbers come from two generators, both seeded by `manual_seed`:
+`host_rng()` is always NumPy and draws parameter initialisations and data
+shuffles, so a model starts identical on either backend; `device_rng()` lives on
+the active backend and draws dropout masks and samples without a host round trip.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import Any, Iterator
+
+import numpy as np
+
+BACKENDS = ("numpy", "cupy")
+
+_active: str | None = None
+_default_dtype = np.float32
+_seed = 0
+_host_rng: np.random.Generator | None = None
+_device_rng: Any = None
+
+
+class BackendError(RuntimeError):
+    """The requested backend cannot be used here; the message says why and what to do."""
+
+
+def _import_cupy():
+    """Import cupy and prove a GPU is usable, or raise one BackendError naming the case."""
+    try:
+        import cupy
+    except ImportError as e:
+        raise BackendError(
+            "the cupy backend was requested but cupy is not installed. "
+            "Install it with `pip install -e \".[gpu]\"` (cupy-cuda12x, needs CUDA 12), "
+            "or use the numpy backend (MINIRL_BACKEND=numpy)."
+        ) from e
+    try:
+        available = bool(cupy.cuda.is_available())
+    except Exception:  # a broken CUDA install raises instead of answering
+        available = False
+    if not available:
+        raise BackendError(
+            "the cupy backend was requested and cupy is installed, but no CUDA GPU is "
+            "visible (cupy.cuda.is_available() is False). Run on a machine with an "
+            "NVIDIA GPU and driver, or use the numpy backend (MINIRL_BACKEND=numpy)."
+        )
+    return cupy
+
+
+def cupy_available() -> bool:
+    """True when cupy imports and a GPU is present, so the cupy backend would work."""
+    try:
+        _import_cupy()
+    except BackendError:
+        return False
+    return True
+
+
+def _module(name: str):
+    if name == "numpy":
+        return np
+    if name == "cupy":
+        return _import_cupy()
+    raise BackendError(f"unknown backend {name!r}; choose one of {', '.join(map(repr, BACKENDS))}.")
+
+
+def use(name: str) -> None:
+    """Make `name` ('numpy' or 'cupy') the active backend; new tensors are created there."""
+    global _active, _device_rng
+    if not isinstance(name, str):
+        raise BackendError(f"backend name must be a string, got {type(name).__name__}.")
+    name = name.strip().lower()
+    _module(name)  # fail now, with the clear error, rather than at the first array
+    _active = name
+    _device_rng = None  # re-created on the new backend from the same seed
+
+
+def name() -> str:
+    """The active backend's name; resolves MINIRL_BACKEND on first call."""
+    if _active is None:
+        use(os.environ.get("MINIRL_BACKEND", "numpy") or "numpy")
+    return _active
+
+
+def xp():
+    """The active array module (numpy or cupy)."""
+    return _module(name())
+
+
+@contextlib.contextmanager
+def using(backend_name: str) -> Iterator[None]:
+    """Temporarily switch backend: ``with backend.using("cupy"): ...``."""
+    previous = name()
+    use(backend_name)
+    try:
+        yield
+    finally:
+        use(previous)
+
+
+def get_array_module(*arrays):
+    """numpy or cupy, whichever owns the arrays (numpy for Python scalars and lists)."""
+    for a in arrays:
+        if type(a).__module__.startswith("cupy"):
+            return _module("cupy")
+    return np
+
+
+def to_numpy(a) -> np.ndarray:
+    """Copy an array of either backend (or a scalar) to a NumPy array on the host."""
+    if type(a).__module__.startswith("cupy"):
+        return a.get()
+    return np.asarray(a)
+
+
+def to_backend(a, backend_name: str | None = None, dtype=None):
+    """Move an array (either backend, or anything array-like) onto `backend_name`
+    (default: the active backend), optionally casting to `dtype`."""
+    target = _module(backend_name or name())
+    if target is np:
+        return np.asarray(to_numpy(a), dtype=dtype)
+    return target.asarray(a, dtype=dtype)
+
+
+def default_dtype():
+    """The float dtype for new tensors and parameters: float32 unless changed."""
+    return _default_dtype
+
+
+def set_default_dtype(dtype) -> None:
+    """Use float32 for speed, float64 for finite-difference gradient checks."""
+    global _default_dtype
+    dtype = np.dtype(dtype).type
+    if dtype not in (np.float32, np.float64):
+        raise ValueError(f"default dtype must be float32 or float64, got {np.dtype(dtype).name}.")
+    _default_dtype = dtype
+
+
+@contextlib.contextmanager
+def dtype_context(dtype) -> Iterator[None]:
+    """Temporarily change the default float dtype: ``with dtype_context(np.float64): ...``."""
+    previous = _default_dtype
+    set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        set_default_dtype(previous)
+
+
+def rng(seed: int, backend_name: str | None = None):
+    """A new seeded random Generator on `backend_name` (default: the active backend)."""
+    module = _module(backend_name or name())
+    return module.random.default_rng(seed)
+
+
+def manual_seed(seed: int) -> None:
+    """Seed minirl's global generators, so a seed and a config fully determine a run."""
+    global _seed, _host_rng, _device_rng
+    if not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}.")
+    _seed = int(seed)
+    _host_rng = None
+    _device_rng = None
+
+
+def host_rng() -> np.random.Generator:
+    """The global NumPy generator: parameter init and data order. Identical on every backend."""
+    global _host_rng
+    if _host_rng is None:
+        _host_rng = np.random.default_rng(np.random.SeedSequence(_seed).spawn(2)[0])
+    return _host_rng
+
+
+def device_rng():
+    """The global generator on the active backend: dropout masks and sampling."""
+    global _device_rng
+    if _device_rng is None:
+        stream = np.random.SeedSequence(_seed).spawn(2)[1]
+        if name() == "numpy":
+            _device_rng = np.random.default_rng(stream)
+        else:
+            _device_rng = xp().random.default_rng(int(stream.generate_state(1)[0]))
+    return _device_rng
+
+
+def rng_state() -> dict:
+    """The global generators' state as plain JSON-able data, for checkpoints."""
+    state = {"seed": _seed, "host": host_rng().bit_generator.state}
+    if name() == "numpy":
+        state["device"] = device_rng().bit_generator.state
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    """Restore what `rng_state` returned, so a resumed run draws the same numbers."""
+    manual_seed(state["seed"])
+    host_rng().bit_generator.state = state["host"]
+    if "device" in state and name() == "numpy":
+        device_rng().bit_generator.state = state["device"]
+
+
+def scatter_add(target, indices, values) -> None:
+    """In place ``target[indices] += values``, summing repeated indices (the backward of a gather).
+
+    NumPy spells it ``np.add.at``; CuPy spells it ``cupyx.scatter_add``.
+    """
+    if get_array_module(target) is np:
+        np.add.at(target, indices, values)
+    else:
+        import cupyx
+
+        cupyx.scatter_add(target, indices, values)
