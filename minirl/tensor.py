@@ -1,0 +1,296 @@
+"""The autograd Tensor: an array, its gradient, its parents, and a backward closure.
+
+Each op (in `ops.py` and `functional.py`) computes its output array, then defines
+``_backward(g)`` right underneath: given the gradient ``g`` of the loss with respect
+to the output, it returns one gradient per parent (or None where a parent needs
+none). `Tensor.backward` orders the graph with an iterative depth-first search,
+so a chain of 10,000 ops needs no recursion, and sums the gradients of a tensor
+that is used more than once.
+
+Only leaf tensors created with ``requires_grad=True`` (parameters, inputs) keep
+their ``.grad`` after backward; gradients of intermediate tensors are freed as soon
+as they have been passed on, which is what keeps training memory flat.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+
+from minirl import backend
+
+_grad_enabled = True
+
+
+@contextlib.contextmanager
+def no_grad() -> Iterator[None]:
+    """Build no graph inside the block: rollouts, evaluation, optimizer updates."""
+    global _grad_enabled
+    previous, _grad_enabled = _grad_enabled, False
+    try:
+        yield
+    finally:
+        _grad_enabled = previous
+
+
+def is_grad_enabled() -> bool:
+    return _grad_enabled
+
+
+def unbroadcast(grad, shape: tuple[int, ...]):
+    """Sum `grad` down to `shape`, undoing NumPy broadcasting.
+
+    If ``y = f(x)`` broadcast x from `shape` to ``grad.shape``, each element of x
+    was used along the broadcast axes, so its gradient is the sum over them.
+    Every broadcasting op routes its gradients through here.
+    """
+    if grad.shape == shape:
+        return grad
+    lead = grad.ndim - len(shape)
+    axes = tuple(range(lead)) + tuple(
+        i + lead for i, n in enumerate(shape) if n == 1 and grad.shape[i + lead] != 1
+    )
+    return grad.sum(axis=axes, keepdims=True).reshape(shape)
+
+
+def _as_array(data, dtype=None):
+    """Any array-like to an array of the active backend.
+
+    Python floats and lists of floats take the default dtype (float32); arrays keep
+    their own dtype, so float64 inputs stay float64 for gradient checks.
+    """
+    if isinstance(data, Tensor):
+        data = data.data
+    xp = backend.xp()
+    if dtype is not None:
+        return backend.to_backend(data, dtype=dtype)
+    if backend.get_array_module(data) is xp and hasattr(data, "dtype"):
+        return data
+    if hasattr(data, "dtype"):  # an array of the other backend, or a NumPy scalar
+        return backend.to_backend(data)
+    arr = np.asarray(data)
+    if arr.dtype.kind == "f" or arr.dtype.kind == "O":
+        arr = arr.astype(backend.default_dtype())
+    return backend.to_backend(arr)
+
+
+class Tensor:
+    """An n-dimensional array that records how it was computed, for reverse-mode autodiff."""
+
+    __slots__ = ("data", "grad", "requires_grad", "_parents", "_backward", "__weakref__")
+    __array_priority__ = 1000  # so `ndarray * Tensor` defers to Tensor.__rmul__
+
+    def __init__(self, data, requires_grad: bool = False, dtype=None):
+        self.data = _as_array(data, dtype)
+        self.grad = None
+        self.requires_grad = bool(requires_grad)
+        self._parents: tuple[Tensor, ...] = ()
+        self._backward: Callable | None = None
+        if self.requires_grad and self.data.dtype.kind != "f":
+            raise TypeError(
+                f"only float tensors can require gradients; got dtype {self.data.dtype}. "
+                "Cast with .astype(np.float32) first."
+            )
+
+    @staticmethod
+    def _make(data, parents: Sequence[Tensor], backward: Callable) -> Tensor:
+        """Wrap an op's output; record parents and closure only if a gradient can flow."""
+        out = Tensor.__new__(Tensor)
+        out.data, out.grad = backend.get_array_module(data).asarray(data), None  # a full reduction yields a NumPy scalar
+        out.requires_grad = _grad_enabled and any(p.requires_grad for p in parents)
+        out._parents = tuple(parents) if out.requires_grad else ()
+        out._backward = backward if out.requires_grad else None
+        return out
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.data.shape
+
+    @property
+    def ndim(self) -> int:
+        return self.data.ndim
+
+    @property
+    def dtype(self):
+        return self.data.dtype
+
+    @property
+    def size(self) -> int:
+        return self.data.size
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __repr__(self) -> str:
+        flag = ", requires_grad=True" if self.requires_grad else ""
+        body = np.array2string(self.numpy(), precision=4, threshold=20, separator=", ")
+        return f"Tensor({body}, shape={self.shape}, dtype={self.dtype}{flag})"
+
+    def numpy(self) -> np.ndarray:
+        """A host NumPy copy of the data (a download from the GPU on cupy)."""
+        return backend.to_numpy(self.data)
+
+    def item(self) -> float:
+        if self.data.size != 1:
+            raise ValueError(f"item() needs a tensor with one element, got shape {self.shape}.")
+        return self.data.reshape(-1)[0].item()
+
+    def detach(self) -> Tensor:
+        """The same data, cut from the graph: gradients stop here (the sg(·) of MATH.md)."""
+        return Tensor(self.data)
+
+    def astype(self, dtype) -> Tensor:
+        return ops.astype(self, dtype)
+
+    def zero_grad(self) -> None:
+        self.grad = None
+
+    def _topological_order(self) -> list[Tensor]:
+        """Every tensor this one depends on, parents before children, without recursion.
+
+        The depth-first search keeps an explicit stack of (node, next-parent-index);
+        a node is emitted once all its parents are. Parents are a tuple, so the order
+        (and hence floating-point summation order) is deterministic.
+        """
+        order, visited = [], set()
+        stack = [(self, 0)]
+        while stack:
+            node, i = stack.pop()
+            if i == 0:
+                if id(node) in visited:
+                    continue
+                visited.add(id(node))
+            if i < len(node._parents):
+                stack.append((node, i + 1))
+                parent = node._parents[i]
+                if id(parent) not in visited:
+                    stack.append((parent, 0))
+            else:
+                order.append(node)
+        return order
+
+    def backward(self, grad=None) -> None:
+        """Accumulate d(self)/d(leaf) into the ``.grad`` of every leaf that requires it.
+
+        `grad` is the upstream gradient; it may be omitted only for a one-element
+        tensor such as a loss, where it is 1.
+        """
+        if not self.requires_grad:
+            raise RuntimeError(
+                "backward() on a tensor that does not require grad: no input of the "
+                "computation had requires_grad=True, or it ran inside no_grad()."
+            )
+        if grad is None:
+            if self.data.size != 1:
+                raise RuntimeError(
+                    f"backward() on a non-scalar tensor of shape {self.shape} needs an explicit "
+                    "gradient of the same shape: reduce it first (e.g. loss.sum() or .mean()), "
+                    "or call backward(grad)."
+                )
+            grad = backend.xp().ones_like(self.data)
+        else:
+            grad = _as_array(grad, dtype=self.data.dtype)
+            if grad.shape != self.shape:
+                raise ValueError(f"backward(grad): grad has shape {grad.shape}, tensor has {self.shape}.")
+        grads = {id(self): grad}
+        for node in reversed(self._topological_order()):
+            g = grads.pop(id(node), None)
+            if g is None:
+                continue
+            if node._backward is None:  # a leaf: keep the gradient, in a buffer of its own
+                if node.grad is None:
+                    node.grad = g.astype(node.data.dtype, copy=True)
+                else:
+                    node.grad += g
+                continue
+            for parent, pg in zip(node._parents, node._backward(g)):
+                if pg is None or not parent.requires_grad:
+                    continue
+                key = id(parent)
+                grads[key] = pg if key not in grads else grads[key] + pg
+
+    def __add__(self, other):
+        return ops.add(self, other)
+
+    def __radd__(self, other):
+        return ops.add(other, self)
+
+    def __sub__(self, other):
+        return ops.sub(self, other)
+
+    def __rsub__(self, other):
+        return ops.sub(other, self)
+
+    def __mul__(self, other):
+        return ops.mul(self, other)
+
+    def __rmul__(self, other):
+        return ops.mul(other, self)
+
+    def __truediv__(self, other):
+        return ops.div(self, other)
+
+    def __rtruediv__(self, other):
+        return ops.div(other, self)
+
+    def __pow__(self, exponent):
+        return ops.pow(self, exponent)
+
+    def __rpow__(self, base):
+        return ops.pow(base, self)
+
+    def __neg__(self):
+        return ops.neg(self)
+
+    def __matmul__(self, other):
+        return ops.matmul(self, other)
+
+    def __rmatmul__(self, other):
+        return ops.matmul(other, self)
+
+    def __getitem__(self, index):
+        return ops.getitem(self, index)
+
+    def exp(self):
+        return ops.exp(self)
+
+    def log(self):
+        return ops.log(self)
+
+    def tanh(self):
+        return ops.tanh(self)
+
+    def sqrt(self):
+        return ops.sqrt(self)
+
+    def sum(self, axis=None, keepdims: bool = False):
+        return ops.sum(self, axis, keepdims)
+
+    def mean(self, axis=None, keepdims: bool = False):
+        return ops.mean(self, axis, keepdims)
+
+    def max(self, axis=None, keepdims: bool = False):
+        return ops.max(self, axis, keepdims)
+
+    def reshape(self, *shape):
+        return ops.reshape(self, shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape)
+
+    def transpose(self, *axes):
+        return ops.transpose(self, axes[0] if len(axes) == 1 and isinstance(axes[0], (tuple, list)) else (axes or None))
+
+    permute = transpose
+
+    @property
+    def T(self):
+        return ops.transpose(self, None)
+
+    def clip(self, lo=None, hi=None):
+        return ops.clip(self, lo, hi)
+
+    def masked_fill(self, mask, value):
+        return ops.masked_fill(self, mask, value)
+
+
+from minirl import ops  # noqa: E402  (ops builds on Tensor; the methods above call it lazily)
