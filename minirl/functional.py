@@ -1,0 +1,267 @@
+"""Fused ops with hand-derived backwards.
+
+A chain of primitives (exp, sum, div, log, ...) would work, but it keeps every
+intermediate array alive for the backward pass and walks memory once per op.
+These ops compute the forward in a few array passes, keep only what the
+derivative needs, and apply the closed-form gradient in one go. They are also
+where numerical stability lives: the max-subtraction in log-softmax, the
+epsilon in layer norm, the handling of fully masked rows in attention.
+"""
+
+from __future__ import annotations
+
+import math
+
+from minirl import backend
+from minirl.ops import _lift
+from minirl.tensor import Tensor, unbroadcast
+
+__all__ = [
+    "log_softmax", "softmax", "cross_entropy", "layer_norm", "gelu",
+    "embedding", "scaled_dot_product_attention", "dropout",
+]
+
+
+def _stable_softmax(x, axis: int):
+    """(probs, log_probs) of `x` along `axis`, computed with the row max subtracted.
+
+    A row that is entirely -inf (fully masked) has no distribution: we define its
+    probs as 0 and its log-probs as -inf (the log of 0), never NaN.
+    """
+    xp = backend.get_array_module(x)
+    m = x.max(axis=axis, keepdims=True)
+    m = xp.where(xp.isfinite(m), m, 0)
+    shifted = x - m
+    e = xp.exp(shifted)
+    total = e.sum(axis=axis, keepdims=True)
+    empty = total == 0
+    probs = e / xp.where(empty, 1, total)
+    log_probs = shifted - xp.log(xp.where(empty, 1, total))
+    return probs, log_probs
+
+
+def log_softmax(x, axis: int = -1) -> Tensor:
+    """``log softmax(x)_i = x_i - log Σ_j exp(x_j)``.
+
+    Fused because the naive chain overflows for logits beyond ~88 in float32.
+    Derivative: ``dx = g - softmax(x) · Σ_j g_j``.
+    """
+    x = _lift(x)
+    probs, out = _stable_softmax(x.data, axis)
+
+    def _backward(g):
+        return (g - probs * g.sum(axis=axis, keepdims=True),)
+    return Tensor._make(out, (x,), _backward)
+
+
+def softmax(x, axis: int = -1) -> Tensor:
+    """``softmax(x)_i = exp(x_i) / Σ_j exp(x_j)``.
+
+    Derivative (Jacobian ``diag(s) - s sᵀ`` applied to g): ``dx = s · (g - Σ_j g_j s_j)``.
+    """
+    x = _lift(x)
+    probs, _ = _stable_softmax(x.data, axis)
+
+    def _backward(g):
+        return (probs * (g - (g * probs).sum(axis=axis, keepdims=True)),)
+    return Tensor._make(probs, (x,), _backward)
+
+
+def cross_entropy(logits, targets, mask=None, ignore_index: int | None = None,
+                  reduction: str = "mean") -> Tensor:
+    """Next-token negative log-likelihood, MATH.md §1: ``NLL = -(1/Σm) Σ_t m_t log π(a_t|s_t)``.
+
+    logits: (..., V). targets: (...) integer token ids. mask: (...) 0/1 (or weights)
+    marking the tokens that count; positions equal to `ignore_index` count as masked.
+    reduction: "mean" over counted tokens, "sum", or "none" (per-token NLL, masked to 0).
+
+    If every token is masked, "mean" returns 0 with zero gradient (nothing to learn
+    from) instead of 0/0 = NaN.
+
+    Fused with the gather so the (..., V) log-prob array is never materialised for
+    the graph. Derivative w.r.t. the logits: ``(softmax(logits) - onehot(a_t)) · m_t / Σm``.
+    """
+    logits = _lift(logits)
+    xp = backend.get_array_module(logits.data)
+    t = targets.data if isinstance(targets, Tensor) else xp.asarray(targets)
+    if t.shape != logits.shape[:-1]:
+        raise ValueError(f"cross_entropy: targets have shape {t.shape} but logits {logits.shape} "
+                         f"need targets of shape {logits.shape[:-1]}.")
+    if t.dtype.kind not in "iu":
+        raise TypeError(f"cross_entropy: targets must be integer token ids, got dtype {t.dtype}.")
+    if reduction not in ("mean", "sum", "none"):
+        raise ValueError(f"cross_entropy: reduction must be 'mean', 'sum' or 'none', got {reduction!r}.")
+    w = xp.ones(t.shape, dtype=logits.dtype)
+    if mask is not None:
+        m = mask.data if isinstance(mask, Tensor) else xp.asarray(mask)
+        if m.shape != t.shape:
+            raise ValueError(f"cross_entropy: mask has shape {m.shape}, targets {t.shape}; they must match.")
+        w = w * m
+    if ignore_index is not None:
+        w = w * (t != ignore_index)
+        t = xp.where(t == ignore_index, 0, t)
+    V = logits.shape[-1]
+    counted = t[w != 0]
+    if counted.size and (int(counted.min()) < 0 or int(counted.max()) >= V):
+        bad = int(counted.max()) if int(counted.max()) >= V else int(counted.min())
+        raise ValueError(f"cross_entropy: target id {bad} is out of range for {V} classes (0..{V - 1}).")
+    t = xp.clip(t, 0, V - 1)  # masked positions may hold padding ids; they get zero weight anyway
+
+    probs, log_probs = _stable_softmax(logits.data, -1)
+    picked = xp.take_along_axis(log_probs, t[..., None], axis=-1)[..., 0]  # (...)
+    nll = xp.where(w != 0, -picked * w, 0)  # a masked -inf logit must not turn 0·inf into NaN
+    if reduction == "none":
+        out, scale = nll, w
+    else:
+        denom = float(w.sum()) if reduction == "mean" else 1.0
+        denom = denom if denom != 0 else 1.0
+        out, scale = nll.sum() / denom, w / denom
+
+    def _backward(g):
+        dlogits = probs.copy()
+        xp.put_along_axis(dlogits, t[..., None], xp.take_along_axis(dlogits, t[..., None], axis=-1) - 1, axis=-1)
+        return (dlogits * (g * scale)[..., None],)
+    return Tensor._make(out, (logits,), _backward)
+
+
+def layer_norm(x, weight=None, bias=None, eps: float = 1e-5) -> Tensor:
+    """``y = (x - μ) / √(σ² + eps) · w + b`` over the last axis (Ba et al. 2016).
+
+    Fused because the chain (mean, sub, square, mean, add, sqrt, div, mul, add)
+    keeps nine arrays for backward. With ``x̂ = (x - μ)·rstd`` and ``d = g·w``:
+    ``dx = rstd · (d - mean(d) - x̂ · mean(d · x̂))``, ``dw = Σ g·x̂``, ``db = Σ g``.
+    """
+    x = _lift(x)
+    xp = backend.get_array_module(x.data)
+    mu = x.data.mean(axis=-1, keepdims=True)
+    xc = x.data - mu
+    rstd = 1.0 / xp.sqrt((xc * xc).mean(axis=-1, keepdims=True) + eps)
+    xhat = xc * rstd  # (..., C)
+    out = xhat
+    if weight is not None:
+        weight = _lift(weight)
+        out = out * weight.data
+    if bias is not None:
+        bias = _lift(bias)
+        out = out + bias.data
+    parents = (x,) + tuple(p for p in (weight, bias) if p is not None)
+
+    def _backward(g):
+        d = g * weight.data if weight is not None else g
+        dx = rstd * (d - d.mean(axis=-1, keepdims=True) - xhat * (d * xhat).mean(axis=-1, keepdims=True))
+        grads = [dx]
+        if weight is not None:
+            grads.append(unbroadcast(g * xhat, weight.shape))
+        if bias is not None:
+            grads.append(unbroadcast(g, bias.shape))
+        return tuple(grads)
+    return Tensor._make(out, parents, _backward)
+
+
+_GELU_C = math.sqrt(2.0 / math.pi)
+
+
+def gelu(x) -> Tensor:
+    """GELU, tanh form (Hendrycks & Gimpel 2016; as in GPT-2):
+    ``y = ½x(1 + tanh(u))``, ``u = √(2/π)(x + 0.044715x³)``.
+
+    Fused to keep one array (tanh u) instead of six. Derivative:
+    ``dy/dx = ½(1 + tanh u) + ½x(1 - tanh² u) · √(2/π)(1 + 3·0.044715x²)``.
+    """
+    x = _lift(x)
+    xp = backend.get_array_module(x.data)
+    th = xp.tanh(_GELU_C * (x.data + 0.044715 * x.data ** 3))
+    out = 0.5 * x.data * (1.0 + th)
+
+    def _backward(g):
+        du = _GELU_C * (1.0 + 3 * 0.044715 * x.data ** 2)
+        return (g * (0.5 * (1.0 + th) + 0.5 * x.data * (1.0 - th * th) * du),)
+    return Tensor._make(out, (x,), _backward)
+
+
+def embedding(weight, ids) -> Tensor:
+    """Row lookup ``out[..., :] = weight[ids[...], :]``: (V, C), (...) -> (..., C).
+
+    The backward scatter-adds each row's gradient into the rows that were read,
+    so a token that appears twice gets both contributions.
+    """
+    weight = _lift(weight)
+    xp = backend.get_array_module(weight.data)
+    ids = ids.data if isinstance(ids, Tensor) else xp.asarray(ids)
+    if ids.dtype.kind not in "iu":
+        raise TypeError(f"embedding: ids must be integers, got dtype {ids.dtype}.")
+    V = weight.shape[0]
+    if ids.size and (int(ids.min()) < 0 or int(ids.max()) >= V):
+        bad = int(ids.max()) if int(ids.max()) >= V else int(ids.min())
+        raise ValueError(f"embedding: id {bad} is out of range for a table of {V} rows (0..{V - 1}).")
+    out = weight.data[ids]
+
+    def _backward(g):
+        dw = xp.zeros_like(weight.data)
+        backend.scatter_add(dw, ids.reshape(-1), g.reshape(-1, weight.shape[1]))
+        return (dw,)
+    return Tensor._make(out, (weight,), _backward)
+
+
+def scaled_dot_product_attention(q, k, v, causal: bool = True, key_mask=None) -> Tensor:
+    """``softmax(q kᵀ / √hs + M) v`` (Vaswani et al. 2017), in one op.
+
+    q: (B, nh, Tq, hs); k, v: (B, nh, Tk, hs) -> (B, nh, Tq, hs). With a KV cache
+    Tq < Tk: query i sits at absolute position ``Tk - Tq + i``, and `causal` lets it
+    see keys at positions ≤ that. `key_mask` (B, Tk) is True for real tokens and
+    False for padding. A query that may see no key at all (e.g. a left-pad position)
+    outputs zeros, not NaN.
+
+    Fused so the (B, nh, Tq, Tk) score matrix is built once. With P the attention
+    probabilities: ``dv = Pᵀg``, ``dP = g vᵀ``, ``dS = P·(dP - Σ_k dP·P)``,
+    ``dq = dS k / √hs``, ``dk = dSᵀ q / √hs``.
+    """
+    q, k, v = _lift(q), _lift(k), _lift(v)
+    xp = backend.get_array_module(q.data)
+    if q.ndim != 4 or k.shape != v.shape or k.ndim != 4 or q.shape[:2] != k.shape[:2] or q.shape[3] != k.shape[3]:
+        raise ValueError(f"attention expects q (B, nh, Tq, hs) and k, v (B, nh, Tk, hs); "
+                         f"got q {q.shape}, k {k.shape}, v {v.shape}.")
+    Tq, Tk, hs = q.shape[2], k.shape[2], q.shape[3]
+    scale = 1.0 / math.sqrt(hs)
+    scores = (q.data @ xp.swapaxes(k.data, -1, -2)) * scale  # (B, nh, Tq, Tk)
+    allowed = None
+    if causal:
+        allowed = xp.arange(Tk)[None, :] <= xp.arange(Tq)[:, None] + (Tk - Tq)  # (Tq, Tk)
+    if key_mask is not None:
+        km = (key_mask.data if isinstance(key_mask, Tensor) else xp.asarray(key_mask)).astype(bool)
+        if km.shape != (q.shape[0], Tk):
+            raise ValueError(f"attention key_mask must have shape (B, Tk) = {(q.shape[0], Tk)}, got {km.shape}.")
+        km = km[:, None, None, :]  # (B, 1, 1, Tk)
+        allowed = km if allowed is None else allowed & km
+    if allowed is not None:
+        scores = xp.where(allowed, scores, -xp.inf)
+    P, _ = _stable_softmax(scores, -1)
+    out = P @ v.data  # (B, nh, Tq, hs)
+
+    def _backward(g):
+        dv = xp.swapaxes(P, -1, -2) @ g  # (B, nh, Tk, hs)
+        dP = g @ xp.swapaxes(v.data, -1, -2)  # (B, nh, Tq, Tk)
+        dS = P * (dP - (dP * P).sum(axis=-1, keepdims=True))
+        dq = (dS @ k.data) * scale
+        dk = (xp.swapaxes(dS, -1, -2) @ q.data) * scale
+        return dq, dk, dv
+    return Tensor._make(out, (q, k, v), _backward)
+
+
+def dropout(x, p: float, training: bool = True, rng=None) -> Tensor:
+    """Inverted dropout (Srivastava et al. 2014): zero each element with probability p
+    and scale the survivors by 1/(1-p), so evaluation needs no rescaling.
+
+    Identity when not training or p == 0; RL forward passes rely on that (MATH.md §4).
+    """
+    x = _lift(x)
+    if not 0.0 <= p < 1.0:
+        raise ValueError(f"dropout probability must be in [0, 1), got {p}.")
+    if not training or p == 0.0:
+        return x
+    rng = rng if rng is not None else backend.device_rng()
+    keep = (rng.random(x.shape) >= p).astype(x.dtype) / (1.0 - p)
+
+    def _backward(g):
+        return (g * keep,)
+    return Tensor._make(x.data * keep, (x,), _backward)
