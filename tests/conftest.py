@@ -1,0 +1,43 @@
+"""Shared fixtures: the backend each array test runs on, and hypothesis settings."""
+
+import os
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, settings
+
+from minirl import backend
+
+# Derandomized, so CI is deterministic; a fixed example budget keeps the suite fast.
+settings.register_profile(
+    "minirl",
+    max_examples=int(os.environ.get("MINIRL_HYPOTHESIS_EXAMPLES", "25")),
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+settings.load_profile("minirl")
+
+_CUPY_REASON = "cupy backend unavailable: cupy is not installed or no CUDA GPU is visible"
+BACKEND_PARAMS = [
+    "numpy",
+    pytest.param("cupy", marks=pytest.mark.skipif(not backend.cupy_available(), reason=_CUPY_REASON)),
+]
+
+
+@pytest.fixture(autouse=True)
+def _fresh_state():
+    """Every test starts on numpy, seed 0, float32, whatever the last test did."""
+    backend.use("numpy")
+    backend.manual_seed(0)
+    backend.set_default_dtype(np.float32)
+    yield
+    backend.use("numpy")
+    backend.set_default_dtype(np.float32)
+
+
+@pytest.fixture(params=BACKEND_PARAMS)
+def backend_name(request):
+    """Run the test once per backend; cupy is skipped with a reason when no GPU is present."""
+    backend.use(request.param)
+    return request.param

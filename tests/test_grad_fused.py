@@ -1,0 +1,72 @@
+"""Float64 finite-difference checks of the fused ops, over hypothesis-drawn shapes, axes and masks."""
+
+import numpy as np
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from minirl import backend
+from minirl import functional as F
+from tests.test_grad_ops import assert_grads, normal, seeds
+
+shapes = hnp.array_shapes(min_dims=1, max_dims=3, min_side=1, max_side=5)
+
+
+@given(shapes, seeds, st.data(), st.sampled_from([F.log_softmax, F.softmax]))
+def test_softmax_family(backend_name, shape, seed, data, op):
+    axis = data.draw(st.integers(-len(shape), len(shape) - 1))
+    assert_grads(lambda x: op(x, axis=axis), 3 * normal(shape, seed))
+
+
+@given(hnp.array_shapes(min_dims=1, max_dims=2, max_side=4), st.integers(1, 6), seeds,
+       st.sampled_from(["mean", "sum", "none"]), st.booleans(), st.booleans())
+def test_cross_entropy(backend_name, lead, vocab, seed, reduction, use_mask, use_ignore):
+    rng = np.random.default_rng(seed)
+    targets = rng.integers(0, vocab, size=lead)
+    mask = (rng.random(lead) < 0.7).astype(np.float64) if use_mask else None
+    ignore = int(targets.reshape(-1)[0]) if use_ignore else None
+    assert_grads(lambda x: F.cross_entropy(x, targets, mask=mask, ignore_index=ignore, reduction=reduction),
+                 normal(lead + (vocab,), seed))
+
+
+@given(hnp.array_shapes(min_dims=1, max_dims=3, min_side=1, max_side=5), seeds, st.booleans())
+def test_layer_norm(backend_name, shape, seed, affine):
+    C = shape[-1]
+    x = normal(shape, seed) * 2 + 1
+    if affine:
+        assert_grads(F.layer_norm, x, normal((C,), seed + 1), normal((C,), seed + 2))
+    else:
+        assert_grads(F.layer_norm, x)
+
+
+@given(shapes, seeds)
+def test_gelu(backend_name, shape, seed):
+    assert_grads(F.gelu, 2 * normal(shape, seed))
+
+
+@given(st.integers(1, 6), st.integers(1, 4), hnp.array_shapes(min_dims=1, max_dims=2, max_side=5), seeds)
+def test_embedding_accumulates_repeated_ids(backend_name, vocab, dim, ids_shape, seed):
+    ids = np.random.default_rng(seed).integers(0, vocab, size=ids_shape)
+    assert_grads(lambda w: F.embedding(w, ids), normal((vocab, dim), seed))
+
+
+@st.composite
+def attention_case(draw):
+    B, nh, hs = draw(st.integers(1, 2)), draw(st.integers(1, 2)), draw(st.integers(1, 3))
+    Tk = draw(st.integers(1, 5))
+    Tq = draw(st.integers(1, Tk))  # Tq < Tk is the KV-cache case
+    causal = draw(st.booleans())
+    key_mask = draw(st.none() | hnp.arrays(bool, (B, Tk)))
+    return (B, nh, Tq, hs), (B, nh, Tk, hs), causal, key_mask
+
+
+@given(attention_case(), seeds)
+def test_attention(backend_name, case, seed):
+    q_shape, kv_shape, causal, key_mask = case
+    assert_grads(lambda q, k, v: F.scaled_dot_product_attention(q, k, v, causal=causal, key_mask=key_mask),
+                 normal(q_shape, seed), normal(kv_shape, seed + 1), normal(kv_shape, seed + 2))
+
+
+@given(shapes, seeds, st.floats(0.0, 0.9))
+def test_dropout(backend_name, shape, seed, p):
+    assert_grads(lambda x: F.dropout(x, p, training=True, rng=backend.rng(seed)), normal(shape, seed))
