@@ -170,11 +170,12 @@ def gelu(x) -> Tensor:
     """
     x = _lift(x)
     xp = backend.get_array_module(x.data)
-    th = xp.tanh(_GELU_C * (x.data + 0.044715 * x.data ** 3))
+    x2 = x.data * x.data  # x*x*x, not x**3: NumPy's float pow is several times slower
+    th = xp.tanh(_GELU_C * x.data * (1.0 + 0.044715 * x2))
     out = 0.5 * x.data * (1.0 + th)
 
     def _backward(g):
-        du = _GELU_C * (1.0 + 3 * 0.044715 * x.data ** 2)
+        du = _GELU_C * (1.0 + 3 * 0.044715 * x2)
         return (g * (0.5 * (1.0 + th) + 0.5 * x.data * (1.0 - th * th) * du),)
     return Tensor._make(out, (x,), _backward)
 

@@ -198,6 +198,8 @@ def matmul(a, b) -> Tensor:
             f"({a.shape[-1]}) must equal the {'only' if b.ndim == 1 else 'second-to-last'} dim "
             f"of the right operand ({b.shape[0 if b.ndim == 1 else -2]})."
         )
+    if a.ndim > 2 and b.ndim == 2:
+        return _matmul_folded(a, b)
     try:
         out = a.data @ b.data
     except ValueError as e:  # incompatible batch dims
@@ -217,6 +219,25 @@ def matmul(a, b) -> Tensor:
             ga = unbroadcast(G @ xp.swapaxes(B, -1, -2), A.shape).reshape(a.shape)
         if _need(b):
             gb = unbroadcast(xp.swapaxes(A, -1, -2) @ G, B.shape).reshape(b.shape)
+        return ga, gb
+    return Tensor._make(out, (a, b), _backward)
+
+
+def _matmul_folded(a: Tensor, b: Tensor) -> Tensor:
+    """(..., n, k) @ (k, m), the Linear-layer case, as one (N, k) @ (k, m) GEMM.
+
+    NumPy would loop over the leading dims and, in backward, build a (..., k, m)
+    stack of weight gradients only to sum it; folding them into the rows instead
+    makes each of forward, d/da and d/db a single BLAS call.
+    """
+    k, m = b.shape
+    a2 = a.data.reshape(-1, k)  # (N, k)
+    out = (a2 @ b.data).reshape(a.shape[:-1] + (m,))
+
+    def _backward(g):
+        g2 = g.reshape(-1, m)  # (N, m)
+        ga = (g2 @ b.data.T).reshape(a.shape) if _need(a) else None  # (N, m) @ (m, k)
+        gb = a2.T @ g2 if _need(b) else None  # (k, N) @ (N, m)
         return ga, gb
     return Tensor._make(out, (a, b), _backward)
 
