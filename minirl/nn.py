@@ -131,13 +131,18 @@ class Linear(Module):
     """``y = x @ weight + bias``: (..., in_features) -> (..., out_features).
 
     The weight is stored (in, out), as in picoGPT, so the forward is one matmul
-    with no transpose. Default init U(±1/√in), as in PyTorch.
+    with no transpose. Default init U(±1/√in), as in PyTorch; with `std` given,
+    weight ~ N(0, std²) and bias = 0, as in GPT-2.
     """
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True):
-        bound = 1.0 / math.sqrt(in_features)
-        self.weight = _uniform((in_features, out_features), bound)
-        self.bias = _uniform((out_features,), bound) if bias else None
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, std: float | None = None):
+        if std is None:
+            bound = 1.0 / math.sqrt(in_features)
+            self.weight = _uniform((in_features, out_features), bound)
+            self.bias = _uniform((out_features,), bound) if bias else None
+        else:
+            self.weight = _normal((in_features, out_features), std)
+            self.bias = Parameter(np.zeros(out_features)) if bias else None
 
     def forward(self, x):
         y = x @ self.weight  # (..., in), (in, out) -> (..., out)

@@ -1,0 +1,135 @@
+"""Sampling from a GPT with the KV cache: temperature, top-k, top-p, and per-row stopping."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+from minirl import backend
+from minirl import functional as F
+from minirl.model import GPT, KVCache, positions_from_mask
+from minirl.tensor import Tensor, no_grad
+
+
+@dataclass
+class Generation:
+    """A batch of prompts and sampled continuations, all aligned on one (B, P+N) grid.
+
+    Prompts are **left-padded** to a common length P, so every row's response starts
+    at column P and the new tokens of a step sit in one column.
+    """
+
+    tokens: object
+    """(B, P+N) int token ids: left padding, prompt, response (padding after a row stops)"""
+    attention_mask: object
+    """(B, P+N) bool: real tokens (prompt and response up to and including EOT)"""
+    response_mask: object
+    """(B, P+N) bool: the sampled tokens, ending at the first EOT inclusive (the m_t of MATH.md)"""
+    logprobs: object
+    """(B, P+N) float: log π(a_t | s_t) of each sampled token at the sampling temperature; 0 elsewhere"""
+    prompt_length: int
+    """P, the padded prompt length: responses start at this column"""
+
+    def responses(self) -> list[list[int]]:
+        """Each row's sampled token ids (EOT included when it was produced)."""
+        tokens, mask = backend.to_numpy(self.tokens), backend.to_numpy(self.response_mask)
+        return [row[m].tolist() for row, m in zip(tokens, mask)]
+
+
+def sample_next(logits, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
+                rng=None):
+    """Draw one token per row from (B, V) logits; returns (ids (B,), logprobs (B,)).
+
+    The log-prob is under ``softmax(logits / τ)``, the full tempered distribution,
+    which is what `GPT.logprobs(..., temperature=τ)` recomputes for the RL losses.
+    top-k keeps the k largest logits; top-p (nucleus, Holtzman et al. 2020) keeps the
+    smallest set whose probability reaches p. Both only restrict where samples may
+    land; with them on, the returned log-probs are those of the untruncated policy.
+    """
+    xp = backend.get_array_module(logits)
+    if temperature <= 0:
+        raise ValueError(f"temperature must be positive, got {temperature}; use top_k=1 for greedy decoding.")
+    scaled = logits / temperature
+    logp = F.log_softmax(Tensor(scaled)).data  # (B, V)
+    allowed = scaled
+    if top_k is not None:
+        if top_k < 1:
+            raise ValueError(f"top_k must be >= 1, got {top_k}.")
+        k = min(top_k, scaled.shape[-1])
+        kth = xp.partition(scaled, -k, axis=-1)[:, -k:].min(axis=-1, keepdims=True)
+        allowed = xp.where(scaled >= kth, allowed, -xp.inf)
+    if top_p is not None:
+        if not 0.0 < top_p <= 1.0:
+            raise ValueError(f"top_p must be in (0, 1], got {top_p}.")
+        order = xp.argsort(-allowed, axis=-1)
+        sorted_p = xp.take_along_axis(F.softmax(Tensor(allowed)).data, order, axis=-1)
+        before = xp.cumsum(sorted_p, axis=-1) - sorted_p  # mass strictly ahead of each token
+        drop = xp.zeros_like(before, dtype=bool)
+        xp.put_along_axis(drop, order, before >= top_p, axis=-1)
+        allowed = xp.where(drop, -xp.inf, allowed)
+    probs = F.softmax(Tensor(allowed)).data
+    rng = rng if rng is not None else backend.device_rng()
+    u = rng.random((probs.shape[0], 1), dtype=probs.dtype)  # inverse-CDF sampling
+    ids = (xp.cumsum(probs, axis=-1) < u).sum(axis=-1)
+    ids = xp.minimum(ids, probs.shape[-1] - 1)  # guard against round-off at the top of the CDF
+    return ids, xp.take_along_axis(logp, ids[:, None], axis=-1)[:, 0]
+
+
+def generate(model: GPT, prompts: Sequence[Sequence[int]], max_new_tokens: int, *, temperature: float = 1.0,
+             top_k: int | None = None, top_p: float | None = None, eot_id: int | None = None,
+             rng=None, use_cache: bool = True) -> Generation:
+    """Sample up to `max_new_tokens` per prompt; a row stops after it emits `eot_id`.
+
+    With `use_cache`, each step feeds only the newest token and reads the earlier
+    keys and values from a KVCache; without it, each step recomputes the whole
+    prefix (kept for tests and the benchmark). Runs under no_grad, in eval mode.
+    """
+    xp = backend.xp()
+    cfg = model.config
+    if not prompts:
+        raise ValueError("generate needs at least one prompt.")
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}.")
+    for i, p in enumerate(prompts):
+        if len(p) == 0:
+            raise ValueError(f"prompt {i} is empty; start unconditional samples with the <|endoftext|> id.")
+    P = max(len(p) for p in prompts)
+    if P + max_new_tokens > cfg.block_size:
+        raise ValueError(f"prompt length {P} + max_new_tokens {max_new_tokens} = {P + max_new_tokens} exceeds "
+                         f"block_size={cfg.block_size}; shorten the prompts or ask for fewer tokens.")
+    B, pad = len(prompts), eot_id if eot_id is not None else 0
+    tokens = xp.full((B, P + max_new_tokens), pad, dtype=xp.int64)
+    attention = xp.zeros((B, P + max_new_tokens), dtype=bool)
+    for i, p in enumerate(prompts):
+        tokens[i, P - len(p):P] = xp.asarray(list(p))
+        attention[i, P - len(p):P] = True
+    response = xp.zeros_like(attention)
+    logprobs = xp.zeros((B, P + max_new_tokens), dtype=backend.default_dtype())
+    done = xp.zeros(B, dtype=bool)
+    was_training = model.training
+    model.eval()
+    with no_grad():
+        cache = KVCache(cfg, B) if use_cache else None
+        positions = positions_from_mask(attention[:, :P])
+        hidden = model.hidden_states(tokens[:, :P], key_mask=attention[:, :P], positions=positions, cache=cache)
+        end = P
+        for t in range(P, P + max_new_tokens):
+            logits = model.lm_logits(hidden[:, -1]).data  # (B, V)
+            ids, lp = sample_next(logits, temperature, top_k, top_p, rng)
+            tokens[:, t] = xp.where(done, pad, ids)
+            response[:, t] = attention[:, t] = ~done
+            logprobs[:, t] = xp.where(done, 0, lp)
+            end = t + 1
+            if eot_id is not None:
+                done |= ids == eot_id
+            if bool(done.all()) or t + 1 == P + max_new_tokens:
+                break
+            if use_cache:
+                step_pos = positions_from_mask(attention[:, :t + 1])[:, -1:]  # (B, 1)
+                hidden = model.hidden_states(tokens[:, t:t + 1], key_mask=attention[:, :t + 1],
+                                             positions=step_pos, cache=cache)
+            else:
+                hidden = model.hidden_states(tokens[:, :t + 1], key_mask=attention[:, :t + 1],
+                                             positions=positions_from_mask(attention[:, :t + 1]))
+    model.train(was_training)
+    return Generation(tokens[:, :end], attention[:, :end], response[:, :end], logprobs[:, :end], P)

@@ -1,0 +1,163 @@
+"""The GPT: shapes, a whole-model gradient check, overfitting, KV-cache equivalence, and sampling."""
+
+import numpy as np
+import pytest
+
+from minirl import backend, nn, optim
+from minirl.model import GPT, GPTConfig, KVCache, positions_from_mask
+from minirl.sampling import generate, sample_next
+from minirl.tensor import no_grad
+
+TINY = dict(vocab_size=23, block_size=12, n_layer=2, n_head=3, n_embd=8)
+
+
+def tiny_gpt(**overrides):
+    backend.manual_seed(0)
+    return GPT(GPTConfig(**{**TINY, **overrides}))
+
+
+def test_config_defaults_and_validation():
+    cfg = GPTConfig()
+    assert (cfg.n_layer, cfg.n_head, cfg.n_embd, cfg.block_size, cfg.head_size) == (4, 3, 128, 64, 42)
+    assert GPTConfig(head_size=64).head_size == 64
+    with pytest.raises(ValueError, match="n_layer must be a positive integer"):
+        GPTConfig(n_layer=0)
+    with pytest.raises(ValueError, match="dropout"):
+        GPTConfig(dropout=1.5)
+
+
+def test_parameter_count_matches_the_architecture():
+    cfg = GPTConfig(vocab_size=100, block_size=16, n_layer=2, n_head=3, n_embd=12)
+    inner, C = 3 * 4, 12
+    per_block = 2 * 2 * C + (C * 3 * inner + 3 * inner) + (inner * C + C) + (C * 4 * C + 4 * C) + (4 * C * C + C)
+    expected = 100 * C + 16 * C + 2 * per_block + 2 * C
+    assert GPT(cfg).num_parameters() == expected
+    assert GPT(GPTConfig(**{**cfg.to_dict(), "tie_weights": False})).num_parameters() == expected + 100 * C
+
+
+def test_forward_shapes_and_hidden_states(backend_name):
+    model = tiny_gpt()
+    ids = np.arange(10).reshape(2, 5)
+    assert model(ids).shape == (2, 5, 23)
+    assert model.hidden_states(ids).shape == (2, 5, 8)
+
+
+def test_whole_model_gradient_matches_finite_differences(backend_name):
+    """Directional derivatives of the float64 loss along random directions in parameter space."""
+    with backend.dtype_context(np.float64):
+        model = tiny_gpt(tie_weights=True)
+    rng = np.random.default_rng(0)
+    x, y = rng.integers(0, 23, (2, 6)), rng.integers(0, 23, (2, 6))
+    mask = np.array([[0, 1, 1, 1, 1, 1], [1, 1, 1, 0, 0, 0]])
+    params = model.parameters()
+    model.loss(x, y, mask).backward()
+    grad = np.concatenate([backend.to_numpy(p.grad).reshape(-1) for p in params])
+    theta = nn.parameters_to_vector(params)
+    eps = 1e-6
+    for _ in range(4):
+        v = rng.standard_normal(theta.shape)
+        v_b = backend.to_backend(v)
+        nn.vector_to_parameters(theta + eps * v_b, params)
+        plus = model.loss(x, y, mask).item()
+        nn.vector_to_parameters(theta - eps * v_b, params)
+        minus = model.loss(x, y, mask).item()
+        numeric = (plus - minus) / (2 * eps)
+        assert grad @ v == pytest.approx(numeric, rel=1e-6, abs=1e-8)
+    nn.vector_to_parameters(theta, params)
+
+
+def test_overfits_one_batch():
+    model = tiny_gpt(n_embd=24, n_layer=2)
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 23, (4, 10))
+    y = np.roll(x, -1, axis=1)
+    opt = optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.0)
+    for _ in range(150):
+        loss = model.loss(x, y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.05
+
+
+def test_kv_cache_logits_equal_full_recompute_at_every_step(backend_name):
+    with backend.dtype_context(np.float64):
+        model = tiny_gpt()
+    model.eval()
+    rng = np.random.default_rng(1)
+    tokens = rng.integers(0, 23, (3, 11))
+    mask = np.ones((3, 11), dtype=bool)
+    mask[0, :3] = False  # left padding, as generate() lays prompts out
+    mask[2, :1] = False
+    tokens_b, mask_b = backend.to_backend(tokens), backend.to_backend(mask)
+    P = 4
+    with no_grad():
+        cache = KVCache(model.config, 3, dtype=np.float64)
+        cached = [model(tokens_b[:, :P], key_mask=mask_b[:, :P], positions=positions_from_mask(mask_b[:, :P]),
+                        cache=cache).data[:, -1]]
+        for t in range(P, 11):
+            pos = positions_from_mask(mask_b[:, :t + 1])[:, -1:]
+            cached.append(model(tokens_b[:, t:t + 1], key_mask=mask_b[:, :t + 1], positions=pos, cache=cache).data[:, -1])
+        for i, t in enumerate(range(P, 12)):
+            full = model(tokens_b[:, :t], key_mask=mask_b[:, :t], positions=positions_from_mask(mask_b[:, :t])).data
+            np.testing.assert_allclose(backend.to_numpy(cached[i]), backend.to_numpy(full[:, -1]), rtol=1e-5, atol=1e-12)
+
+
+def test_generate_with_and_without_cache_agree(backend_name):
+    model = tiny_gpt()
+    prompts = [[1, 2, 3], [4], [5, 6]]
+    a = generate(model, prompts, 6, rng=backend.rng(3))
+    b = generate(model, prompts, 6, rng=backend.rng(3), use_cache=False)
+    np.testing.assert_array_equal(backend.to_numpy(a.tokens), backend.to_numpy(b.tokens))
+    np.testing.assert_allclose(backend.to_numpy(a.logprobs), backend.to_numpy(b.logprobs), atol=1e-5)
+
+
+def test_generate_layout_stops_and_logprobs(backend_name):
+    model = tiny_gpt()
+    eot = 22
+    prompts = [[1, 2, 3], [4], [5, 6]]
+    out = generate(model, prompts, 9, temperature=1.7, eot_id=eot, rng=backend.rng(0))
+    tokens, resp = backend.to_numpy(out.tokens), backend.to_numpy(out.response_mask)
+    attn, lp = backend.to_numpy(out.attention_mask), backend.to_numpy(out.logprobs)
+    assert out.prompt_length == 3
+    assert tokens[1, :3].tolist() == [eot, eot, 4] and attn[1, :3].tolist() == [False, False, True]
+    for row, r in zip(tokens, resp):
+        response = row[3:][r[3:]]
+        hits = np.flatnonzero(response == eot)
+        if hits.size:  # the mask ends at the first EOT, inclusive, and nothing real follows
+            assert hits[0] == len(response) - 1
+            assert r[3 + hits[0] + 1:].sum() == 0
+        assert not r[:3].any()
+    # The recorded log-probs are those of the tempered policy that one forward pass recomputes.
+    again = model.logprobs(out.tokens, out.attention_mask, temperature=1.7).numpy()
+    np.testing.assert_allclose(again[resp], lp[resp], atol=1e-5)
+    assert np.all(lp[~resp] == 0)
+    assert out.responses()[1] == tokens[1, 3:][resp[1, 3:]].tolist()
+
+
+def test_generate_errors_are_clear():
+    model = tiny_gpt()
+    with pytest.raises(ValueError, match=r"prompt length 10 \+ max_new_tokens 5 = 15 exceeds block_size=12"):
+        generate(model, [[1] * 10], 5)
+    with pytest.raises(ValueError, match="prompt 1 is empty"):
+        generate(model, [[1], []], 2)
+    with pytest.raises(ValueError, match="token id 99 is out of range for vocab_size=23"):
+        generate(model, [[99]], 2)
+    with pytest.raises(ValueError, match="longer than block_size=12"):
+        model(np.zeros((1, 13), dtype=int))
+    with pytest.raises(ValueError, match="temperature must be positive"):
+        generate(model, [[1]], 2, temperature=0)
+
+
+def test_sampling_follows_the_distribution_and_its_filters(backend_name):
+    logits = backend.to_backend(np.log(np.array([[0.5, 0.3, 0.15, 0.05]] * 20000)))
+    ids, lp = sample_next(logits, rng=backend.rng(0))
+    freq = np.bincount(backend.to_numpy(ids), minlength=4) / 20000
+    np.testing.assert_allclose(freq, [0.5, 0.3, 0.15, 0.05], atol=0.015)
+    np.testing.assert_allclose(backend.to_numpy(lp), np.log([0.5, 0.3, 0.15, 0.05])[backend.to_numpy(ids)], rtol=1e-6)
+    top2, _ = sample_next(logits, top_k=2, rng=backend.rng(1))
+    assert set(backend.to_numpy(top2).tolist()) == {0, 1}
+    nucleus, _ = sample_next(logits, top_p=0.75, rng=backend.rng(2))  # 0.5 + 0.3 reaches 0.75
+    assert set(backend.to_numpy(nucleus).tolist()) == {0, 1}
+    greedy, _ = sample_next(logits[:5], top_k=1, rng=backend.rng(3))
+    assert backend.to_numpy(greedy).tolist() == [0] * 5
