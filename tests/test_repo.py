@@ -4,7 +4,7 @@ import importlib.util
 import pathlib
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-INSTALL = 'pip install -e ".[dev]"'
+INSTALL = 'pip install -e ".[dev,data]"'
 TEST = "pytest -q"
 
 
