@@ -1,0 +1,126 @@
+"""The language-model training loop, shared by pretraining and SFT.
+
+A thin loop: sample a batch, ``loss = NLL`` (MATH.md §1), backward, clip, AdamW step,
+with warmup + cosine learning rate, periodic validation, checkpoints that resume
+exactly, and a progress bar showing loss and tokens/s.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from minirl import backend, optim
+from minirl.checkpoint import load_checkpoint, restore, save_checkpoint
+from minirl.progress import Progress
+from minirl.tensor import no_grad
+from minirl.tokenizer import ranks_to_text
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 2000
+    """optimizer steps in the whole run (the cosine schedule ends here)"""
+    batch_size: int = 32
+    """sequences per step"""
+    lr: float = 2e-3
+    """peak learning rate, reached after warmup"""
+    min_lr: float = 2e-4
+    """learning rate at the end of the cosine decay"""
+    warmup_steps: int = 100
+    """linear warmup from 0 to lr"""
+    weight_decay: float = 0.1
+    """AdamW decoupled weight decay, applied to weights with ndim >= 2 only"""
+    beta1: float = 0.9
+    """AdamW first-moment decay"""
+    beta2: float = 0.95
+    """AdamW second-moment decay"""
+    grad_clip: float = 1.0
+    """clip the global gradient norm to this (0 turns clipping off)"""
+    eval_interval: int = 200
+    """steps between validation-loss estimates (0: only at the end)"""
+    eval_batches: int = 8
+    """batches averaged per validation estimate"""
+    checkpoint_interval: int = 500
+    """steps between checkpoints (one is always written at the end)"""
+
+    def __post_init__(self):
+        for name in ("steps", "batch_size", "eval_batches"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"TrainConfig.{name} must be positive, got {getattr(self, name)}.")
+        if not self.lr > 0 or self.min_lr < 0:
+            raise ValueError(f"TrainConfig needs lr > 0 and min_lr >= 0, got lr={self.lr}, min_lr={self.min_lr}.")
+
+
+def evaluate(model, data, batch_size: int, batches: int, seed: int = 1234) -> float:
+    """Mean NLL over fixed batches (its own generator, so evaluation never shifts training's RNG)."""
+    rng = np.random.default_rng(seed)
+    was_training = model.training
+    model.eval()
+    with no_grad():
+        losses = [model.loss(*data.sample(rng, batch_size)).item() for _ in range(batches)]
+    model.train(was_training)
+    return float(np.mean(losses))
+
+
+def train_lm(model, train_data, config: TrainConfig, *, val_data=None, checkpoint_path=None,
+             tokenizer=None, log_path=None, stop_at: int | None = None, desc: str = "train",
+             on_eval: Callable[[int, dict], None] | None = None, progress: bool = True) -> list[dict]:
+    """Train `model` on `train_data` (anything with ``sample(rng, B) -> (x, y, mask)``).
+
+    If `checkpoint_path` exists, training resumes from it (weights, AdamW moments,
+    RNG state and step), so a killed run continues where it stopped and ends with
+    the same parameters as an uninterrupted one. `stop_at` ends the run early after
+    that many total steps, checkpointing first. Returns one metrics dict per logged step.
+    """
+    params = model.parameters()
+    opt = optim.AdamW(params, lr=config.lr, betas=(config.beta1, config.beta2),
+                      weight_decay=config.weight_decay)
+    ranks = ranks_to_text(tokenizer.ranks) if tokenizer is not None else None
+    start = 0
+    if checkpoint_path is not None and pathlib.Path(checkpoint_path).exists():
+        start = restore(load_checkpoint(checkpoint_path), model, opt, tokenizer_ranks=ranks)
+    end = min(config.steps, stop_at) if stop_at is not None else config.steps
+    history: list[dict] = []
+    log = open(log_path, "a") if log_path else None
+
+    def checkpoint(step: int) -> None:
+        if checkpoint_path is not None:
+            save_checkpoint(checkpoint_path, model, step=step, optimizer=opt, tokenizer_ranks=ranks,
+                            extra={"train_config": dataclasses.asdict(config)})
+
+    model.train()
+    bar = Progress(range(start, end), desc=desc, total=end, start=start, enabled=progress)
+    for step in bar:
+        t_step = time.perf_counter()
+        opt.lr = optim.warmup_cosine(step, max_lr=config.lr, total_steps=config.steps,
+                                     warmup_steps=min(config.warmup_steps, config.steps), min_lr=config.min_lr)
+        x, y, mask = train_data.sample(backend.host_rng(), config.batch_size)
+        loss = model.loss(x, y, mask)
+        opt.zero_grad()
+        loss.backward()
+        grad_norm = optim.clip_grad_norm(params, config.grad_clip) if config.grad_clip > 0 else float("nan")
+        opt.step()
+        done = step + 1
+        metrics = {"step": done, "loss": loss.item(), "lr": opt.lr, "grad_norm": grad_norm,
+                   "tokens_per_s": x.size / max(time.perf_counter() - t_step, 1e-9)}
+        if val_data is not None and (done == end or (config.eval_interval and done % config.eval_interval == 0)):
+            metrics["val_loss"] = evaluate(model, val_data, config.batch_size, config.eval_batches)
+            if on_eval is not None:
+                on_eval(done, metrics)
+        bar.set(loss=metrics["loss"], tok_s=round(metrics["tokens_per_s"]),
+                **({"val": metrics["val_loss"]} if "val_loss" in metrics else {}))
+        history.append(metrics)
+        if log:
+            log.write(json.dumps(metrics) + "\n")
+        if done == end or (config.checkpoint_interval and done % config.checkpoint_interval == 0):
+            checkpoint(done)
+    if log:
+        log.close()
+    return history
