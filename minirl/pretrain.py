@@ -1,0 +1,140 @@
+"""Pretrain the tiny GPT on a corpus: train the BPE tokenizer, then next-token prediction.
+
+    python -m minirl.pretrain                      # real tweets, default card, ~minutes on a CPU
+    python -m minirl.pretrain --corpus synthetic --train-steps 50 --out out/smoke
+
+Everything lands in --out: the tokenizer ranks (tiktoken format), `ckpt.npz`
+(resumable: rerun the same command after a kill and it continues), `metrics.jsonl`,
+and `run.json`, the settings of the run, which a rerun must match.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import pathlib
+import sys
+import time
+from dataclasses import dataclass
+
+from minirl import backend
+from minirl.cli import add_dataclass_args, from_args
+from minirl.data import load_corpus, train_val_split
+from minirl.data.tokens import TokenStream
+from minirl.model import GPT, GPTConfig
+from minirl.sampling import generate
+from minirl.tokenizer import Tokenizer
+from minirl.train import TrainConfig, train_lm
+
+
+@dataclass
+class PretrainConfig:
+    corpus: str = "tweets"
+    """tweets, movie_reviews, synthetic, or the path of a .txt/.csv/.jsonl file"""
+    vocab_size: int = 2048
+    """BPE vocabulary size, <|endoftext|> included"""
+    val_fraction: float = 0.05
+    """share of documents held out for validation loss"""
+    seed: int = 0
+    """seed for the split, the initialisation and the batches"""
+    out: str = "out/pretrain"
+    """directory for the tokenizer, checkpoint and logs"""
+    backend: str = "numpy"
+    """numpy or cupy"""
+    samples: int = 3
+    """samples printed at each evaluation"""
+    sample_tokens: int = 40
+    """new tokens per printed sample"""
+
+
+def _flatten(settings: dict, prefix: str = "") -> dict:
+    flat = {}
+    for k, v in settings.items():
+        flat.update(_flatten(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return flat
+
+
+def _check_run_file(out: pathlib.Path, settings: dict) -> None:
+    """Refuse to mix two different runs in one directory (that would corrupt the resume)."""
+    path = out / "run.json"
+    if path.exists():
+        saved = json.loads(path.read_text())
+        if saved != settings:
+            flat_saved, flat_new = _flatten(saved), _flatten(settings)
+            diffs = [f"{k} {flat_saved.get(k)} -> {flat_new.get(k)}" for k in sorted(set(flat_saved) | set(flat_new))
+                     if flat_saved.get(k) != flat_new.get(k)]
+            raise ValueError(f"{out} holds a run with other settings ({'; '.join(diffs)}). "
+                             "Use another --out, or delete that directory to start over.")
+
+
+def print_samples(model, tok, n: int, tokens: int, seed: int) -> list[str]:
+    """Unconditional samples from <|endoftext|>, with their own generator (training RNG untouched)."""
+    out = generate(model, [[tok.eot_id]] * n, min(tokens, model.config.block_size - 1),
+                   eot_id=tok.eot_id, rng=backend.rng(seed), top_k=50)
+    texts = [tok.decode([t for t in r if t != tok.eot_id]) for r in out.responses()]
+    for text in texts:
+        print(f"  | {text}")
+    return texts
+
+
+def pretrain(run: PretrainConfig, model_cfg: GPTConfig, train_cfg: TrainConfig) -> dict:
+    backend.use(run.backend)
+    backend.manual_seed(run.seed)
+    out = pathlib.Path(run.out)
+    settings = {"run": {k: v for k, v in dataclasses.asdict(run).items() if k not in ("out", "samples", "sample_tokens")},
+                "model": model_cfg.to_dict(), "train": dataclasses.asdict(train_cfg)}
+    _check_run_file(out, settings)
+
+    t0 = time.perf_counter()
+    corpus = load_corpus(run.corpus)
+    train_docs, val_docs = train_val_split(corpus, run.val_fraction, seed=run.seed)
+    print(f"corpus {corpus.name}: {len(corpus)} documents ({len(train_docs)} train, {len(val_docs)} val)")
+    ranks_path = out / "tokenizer.tiktoken"
+    out.mkdir(parents=True, exist_ok=True)
+    if ranks_path.exists():
+        tok = Tokenizer.load(ranks_path)
+    else:
+        tok = Tokenizer.train(train_docs.texts, run.vocab_size)
+        tok.save(ranks_path)
+    (out / "run.json").write_text(json.dumps(settings, indent=2))
+    print(f"tokenizer: {tok.vocab_size} tokens ({time.perf_counter() - t0:.1f}s)")
+
+    model_cfg = dataclasses.replace(model_cfg, vocab_size=tok.vocab_size)
+    train_data = TokenStream.from_texts(train_docs.texts, tok, model_cfg.block_size)
+    val_data = TokenStream.from_texts(val_docs.texts, tok, model_cfg.block_size)
+    model = GPT(model_cfg)
+    print(f"model: {model.num_parameters():,} parameters ({model_cfg.n_layer} layers, {model_cfg.n_head} heads, "
+          f"n_embd {model_cfg.n_embd}, head_size {model_cfg.head_size}); {len(train_data):,} training tokens")
+
+    def on_eval(step: int, metrics: dict) -> None:
+        print(f"\nstep {step}: val loss {metrics['val_loss']:.3f}")
+        print_samples(model, tok, run.samples, run.sample_tokens, seed=step)
+
+    history = train_lm(model, train_data, train_cfg, val_data=val_data, checkpoint_path=out / "ckpt.npz",
+                       tokenizer=tok, log_path=out / "metrics.jsonl", desc="pretrain", on_eval=on_eval)
+    final = history[-1] if history else {}
+    return {"out": str(out), "steps": train_cfg.steps, "val_loss": final.get("val_loss"),
+            "parameters": model.num_parameters()}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m minirl.pretrain", description=__doc__.split("\n")[0])
+    add_dataclass_args(parser, PretrainConfig)
+    add_dataclass_args(parser, GPTConfig, prefix="model")
+    add_dataclass_args(parser, TrainConfig, prefix="train")
+    args = parser.parse_args(argv)
+    try:
+        run = from_args(args, PretrainConfig)
+        model_cfg = from_args(args, GPTConfig, "model")
+        train_cfg = from_args(args, TrainConfig, "train")
+        summary = pretrain(run, model_cfg, train_cfg)
+    except (ValueError, FileNotFoundError, backend.BackendError, ImportError) as e:  # CheckpointError too
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
