@@ -17,27 +17,35 @@ from minirl.ops import _lift
 from minirl.tensor import Tensor, unbroadcast
 
 __all__ = [
-    "log_softmax", "softmax", "cross_entropy", "layer_norm", "gelu",
+    "log_softmax", "softmax", "cross_entropy", "linear", "layer_norm", "gelu",
     "embedding", "scaled_dot_product_attention", "dropout",
 ]
 
 
-def _stable_softmax(x, axis: int):
-    """(probs, log_probs) of `x` along `axis`, computed with the row max subtracted.
+def softmax_parts(x, axis: int = -1):
+    """``(e, total, shift)`` with ``e = exp(x - shift)`` and ``total = Σ e`` along `axis`.
+
+    Subtracting the row max (`shift`) keeps exp from overflowing. Then
+    ``softmax = e / total`` and ``log_softmax = x - shift - log(total)``. `e` is a
+    fresh array the caller may overwrite, so each op makes one full-size allocation.
 
     A row that is entirely -inf (fully masked) has no distribution: we define its
     probs as 0 and its log-probs as -inf (the log of 0), never NaN.
     """
     xp = backend.get_array_module(x)
-    m = x.max(axis=axis, keepdims=True)
-    m = xp.where(xp.isfinite(m), m, 0)
-    shifted = x - m
-    e = xp.exp(shifted)
+    shift = x.max(axis=axis, keepdims=True)
+    shift = xp.where(xp.isfinite(shift), shift, 0)  # small array: one value per row
+    e = x - shift
+    xp.exp(e, out=e)
     total = e.sum(axis=axis, keepdims=True)
-    empty = total == 0
-    probs = e / xp.where(empty, 1, total)
-    log_probs = shifted - xp.log(xp.where(empty, 1, total))
-    return probs, log_probs
+    return e, xp.where(total == 0, 1, total), shift
+
+
+def softmax_probs(x, axis: int = -1):
+    """softmax(x) along `axis` on a raw array (no graph), via `softmax_parts`."""
+    e, total, _ = softmax_parts(x, axis)
+    e /= total
+    return e
 
 
 def log_softmax(x, axis: int = -1) -> Tensor:
@@ -47,7 +55,11 @@ def log_softmax(x, axis: int = -1) -> Tensor:
     Derivative: ``dx = g - softmax(x) · Σ_j g_j``.
     """
     x = _lift(x)
-    probs, out = _stable_softmax(x.data, axis)
+    xp = backend.get_array_module(x.data)
+    probs, total, shift = softmax_parts(x.data, axis)
+    probs /= total
+    out = x.data - shift  # not x - (shift + log total): that rounds away log total at |x| ~ 1e4
+    out -= xp.log(total)
 
     def _backward(g):
         return (g - probs * g.sum(axis=axis, keepdims=True),)
@@ -60,7 +72,7 @@ def softmax(x, axis: int = -1) -> Tensor:
     Derivative (Jacobian ``diag(s) - s sᵀ`` applied to g): ``dx = s · (g - Σ_j g_j s_j)``.
     """
     x = _lift(x)
-    probs, _ = _stable_softmax(x.data, axis)
+    probs = softmax_probs(x.data, axis)
 
     def _backward(g):
         return (probs * (g - (g * probs).sum(axis=axis, keepdims=True)),)
@@ -107,9 +119,10 @@ def cross_entropy(logits, targets, mask=None, ignore_index: int | None = None,
         raise ValueError(f"cross_entropy: target id {bad} is out of range for {V} classes (0..{V - 1}).")
     t = xp.clip(t, 0, V - 1)  # masked positions may hold padding ids; they get zero weight anyway
 
-    probs, log_probs = _stable_softmax(logits.data, -1)
-    picked = xp.take_along_axis(log_probs, t[..., None], axis=-1)[..., 0]  # (...)
-    nll = xp.where(w != 0, -picked * w, 0)  # a masked -inf logit must not turn 0·inf into NaN
+    probs, total, shift = softmax_parts(logits.data, -1)
+    probs /= total
+    picked = ((xp.take_along_axis(logits.data, t[..., None], axis=-1) - shift) - xp.log(total))[..., 0]
+    nll = xp.where(w != 0, -picked * w, 0)  # (...); a masked -inf logit must not turn 0·inf into NaN
     if reduction == "none":
         out, scale = nll, w
     else:
@@ -118,10 +131,40 @@ def cross_entropy(logits, targets, mask=None, ignore_index: int | None = None,
         out, scale = nll.sum() / denom, w / denom
 
     def _backward(g):
-        dlogits = probs.copy()
-        xp.put_along_axis(dlogits, t[..., None], xp.take_along_axis(dlogits, t[..., None], axis=-1) - 1, axis=-1)
-        return (dlogits * (g * scale)[..., None],)
+        coef = (g * scale)[..., None]  # (..., 1): upstream gradient times each token's weight
+        dlogits = probs * coef
+        at_target = xp.take_along_axis(dlogits, t[..., None], axis=-1) - coef
+        xp.put_along_axis(dlogits, t[..., None], at_target, axis=-1)
+        return (dlogits,)
     return Tensor._make(out, (logits,), _backward)
+
+
+def linear(x, weight, bias=None) -> Tensor:
+    """``y = x @ W + b``: (..., in), (in, out), (out,) -> (..., out).
+
+    Fused so the leading dims fold into one (N, in) @ (in, out) GEMM and the bias is
+    added in place. ``dx = g Wᵀ``, ``dW = xᵀ g`` (summed over all N rows), ``db = Σ_N g``.
+    """
+    x, weight = _lift(x), _lift(weight)
+    if x.shape[-1] != weight.shape[0]:
+        raise ValueError(f"linear: input has {x.shape[-1]} features (shape {x.shape}) but the weight "
+                         f"expects {weight.shape[0]} (shape {weight.shape}).")
+    n_in, n_out = weight.shape
+    x2 = x.data.reshape(-1, n_in)  # (N, in)
+    out = x2 @ weight.data  # (N, in) @ (in, out) -> (N, out)
+    if bias is not None:
+        bias = _lift(bias)
+        out += bias.data
+
+    def _backward(g):
+        g2 = g.reshape(-1, n_out)  # (N, out)
+        grads = [(g2 @ weight.data.T).reshape(x.shape) if x.requires_grad else None,
+                 x2.T @ g2 if weight.requires_grad else None]
+        if bias is not None:
+            grads.append(g2.sum(axis=0))
+        return tuple(grads)
+    parents = (x, weight) if bias is None else (x, weight, bias)
+    return Tensor._make(out.reshape(x.shape[:-1] + (n_out,)), parents, _backward)
 
 
 def layer_norm(x, weight=None, bias=None, eps: float = 1e-5) -> Tensor:
@@ -133,27 +176,28 @@ def layer_norm(x, weight=None, bias=None, eps: float = 1e-5) -> Tensor:
     """
     x = _lift(x)
     xp = backend.get_array_module(x.data)
-    mu = x.data.mean(axis=-1, keepdims=True)
-    xc = x.data - mu
-    rstd = 1.0 / xp.sqrt((xc * xc).mean(axis=-1, keepdims=True) + eps)
-    xhat = xc * rstd  # (..., C)
-    out = xhat
-    if weight is not None:
-        weight = _lift(weight)
-        out = out * weight.data
+    C = x.shape[-1]
+    xhat = x.data - x.data.sum(axis=-1, keepdims=True) * (1.0 / C)  # centred, then scaled in place
+    rstd = 1.0 / xp.sqrt((xhat * xhat).sum(axis=-1, keepdims=True) * (1.0 / C) + eps)  # (..., 1)
+    xhat *= rstd
+    out = xhat * weight.data if weight is not None else xhat.copy()
     if bias is not None:
         bias = _lift(bias)
-        out = out + bias.data
+        out += bias.data
     parents = (x,) + tuple(p for p in (weight, bias) if p is not None)
 
     def _backward(g):
-        d = g * weight.data if weight is not None else g
-        dx = rstd * (d - d.mean(axis=-1, keepdims=True) - xhat * (d * xhat).mean(axis=-1, keepdims=True))
-        grads = [dx]
+        d = g * weight.data if weight is not None else g.copy()
+        d_xhat = (d * xhat).sum(axis=-1, keepdims=True) * (1.0 / C)
+        d -= d.sum(axis=-1, keepdims=True) * (1.0 / C)
+        d -= xhat * d_xhat
+        d *= rstd
+        grads = [d]
+        lead = tuple(range(g.ndim - 1))
         if weight is not None:
-            grads.append(unbroadcast(g * xhat, weight.shape))
+            grads.append((g * xhat).sum(axis=lead))
         if bias is not None:
-            grads.append(unbroadcast(g, bias.shape))
+            grads.append(g.sum(axis=lead))
         return tuple(grads)
     return Tensor._make(out, parents, _backward)
 
@@ -165,18 +209,33 @@ def gelu(x) -> Tensor:
     """GELU, tanh form (Hendrycks & Gimpel 2016; as in GPT-2):
     ``y = ½x(1 + tanh(u))``, ``u = √(2/π)(x + 0.044715x³)``.
 
-    Fused to keep one array (tanh u) instead of six. Derivative:
-    ``dy/dx = ½(1 + tanh u) + ½x(1 - tanh² u) · √(2/π)(1 + 3·0.044715x²)``.
+    Computed as ``y = x·σ(2u)`` (the same function, since ½(1 + tanh u) = σ(2u)),
+    because NumPy's exp is vectorised and its tanh is not. Fused to keep one array,
+    ``s = σ(2u)``. Derivative: ``dy/dx = s + 2x·s(1 - s)·√(2/π)(1 + 3·0.044715x²)``.
     """
     x = _lift(x)
     xp = backend.get_array_module(x.data)
-    x2 = x.data * x.data  # x*x*x, not x**3: NumPy's float pow is several times slower
-    th = xp.tanh(_GELU_C * x.data * (1.0 + 0.044715 * x2))
-    out = 0.5 * x.data * (1.0 + th)
+    s = x.data * x.data  # (...), reused in place: x² -> -2u -> exp(-2u) -> σ(2u)
+    s *= 0.044715
+    s += 1.0
+    s *= x.data
+    s *= -2.0 * _GELU_C
+    xp.exp(s, out=s)
+    s += 1.0
+    xp.reciprocal(s, out=s)
+    out = x.data * s
 
     def _backward(g):
-        du = _GELU_C * (1.0 + 3 * 0.044715 * x2)
-        return (g * (0.5 * (1.0 + th) + 0.5 * x.data * (1.0 - th * th) * du),)
+        d = x.data * x.data
+        d *= 3 * 0.044715
+        d += 1.0
+        d *= x.data
+        d *= 2.0 * _GELU_C
+        d *= s
+        d *= 1.0 - s
+        d += s
+        d *= g
+        return (d,)
     return Tensor._make(out, (x,), _backward)
 
 
@@ -184,23 +243,25 @@ def embedding(weight, ids) -> Tensor:
     """Row lookup ``out[..., :] = weight[ids[...], :]``: (V, C), (...) -> (..., C).
 
     The backward scatter-adds each row's gradient into the rows that were read,
-    so a token that appears twice gets both contributions.
+    so a token that appears twice gets both contributions. It scatters into the
+    flattened table (one index per element): NumPy's add.at is much faster on 1-D.
     """
     weight = _lift(weight)
     xp = backend.get_array_module(weight.data)
     ids = ids.data if isinstance(ids, Tensor) else xp.asarray(ids)
     if ids.dtype.kind not in "iu":
         raise TypeError(f"embedding: ids must be integers, got dtype {ids.dtype}.")
-    V = weight.shape[0]
+    V, C = weight.shape
     if ids.size and (int(ids.min()) < 0 or int(ids.max()) >= V):
         bad = int(ids.max()) if int(ids.max()) >= V else int(ids.min())
         raise ValueError(f"embedding: id {bad} is out of range for a table of {V} rows (0..{V - 1}).")
     out = weight.data[ids]
 
     def _backward(g):
-        dw = xp.zeros_like(weight.data)
-        backend.scatter_add(dw, ids.reshape(-1), g.reshape(-1, weight.shape[1]))
-        return (dw,)
+        dw = xp.zeros(V * C, dtype=weight.dtype)
+        flat = (ids.reshape(-1, 1) * C + xp.arange(C)).reshape(-1)  # (N·C,) positions in the table
+        backend.scatter_add(dw, flat, g.reshape(-1))
+        return (dw.reshape(V, C),)
     return Tensor._make(out, (weight,), _backward)
 
 
@@ -224,9 +285,10 @@ def scaled_dot_product_attention(q, k, v, causal: bool = True, key_mask=None) ->
                          f"got q {q.shape}, k {k.shape}, v {v.shape}.")
     Tq, Tk, hs = q.shape[2], k.shape[2], q.shape[3]
     scale = 1.0 / math.sqrt(hs)
-    scores = (q.data @ xp.swapaxes(k.data, -1, -2)) * scale  # (B, nh, Tq, Tk)
+    scores = q.data @ xp.swapaxes(k.data, -1, -2)  # (B, nh, Tq, Tk)
+    scores *= scale
     allowed = None
-    if causal:
+    if causal and Tq > 1:  # a single query at the end sees every key
         allowed = xp.arange(Tk)[None, :] <= xp.arange(Tq)[:, None] + (Tk - Tq)  # (Tq, Tk)
     if key_mask is not None:
         km = (key_mask.data if isinstance(key_mask, Tensor) else xp.asarray(key_mask)).astype(bool)
@@ -235,16 +297,18 @@ def scaled_dot_product_attention(q, k, v, causal: bool = True, key_mask=None) ->
         km = km[:, None, None, :]  # (B, 1, 1, Tk)
         allowed = km if allowed is None else allowed & km
     if allowed is not None:
-        scores = xp.where(allowed, scores, -xp.inf)
-    P, _ = _stable_softmax(scores, -1)
+        xp.copyto(scores, -xp.inf, where=~allowed)
+    P = softmax_probs(scores, -1)  # (B, nh, Tq, Tk)
     out = P @ v.data  # (B, nh, Tq, hs)
 
     def _backward(g):
         dv = xp.swapaxes(P, -1, -2) @ g  # (B, nh, Tk, hs)
-        dP = g @ xp.swapaxes(v.data, -1, -2)  # (B, nh, Tq, Tk)
-        dS = P * (dP - (dP * P).sum(axis=-1, keepdims=True))
-        dq = (dS @ k.data) * scale
-        dk = (xp.swapaxes(dS, -1, -2) @ q.data) * scale
+        dS = g @ xp.swapaxes(v.data, -1, -2)  # dP, (B, nh, Tq, Tk), turned into dS in place
+        dS -= (dS * P).sum(axis=-1, keepdims=True)
+        dS *= P
+        dS *= scale
+        dq = dS @ k.data
+        dk = xp.swapaxes(dS, -1, -2) @ q.data
         return dq, dk, dv
     return Tensor._make(out, (q, k, v), _backward)
 

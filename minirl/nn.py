@@ -145,8 +145,7 @@ class Linear(Module):
             self.bias = Parameter(np.zeros(out_features)) if bias else None
 
     def forward(self, x):
-        y = x @ self.weight  # (..., in), (in, out) -> (..., out)
-        return y + self.bias if self.bias is not None else y
+        return F.linear(x, self.weight, self.bias)  # (..., in), (in, out) -> (..., out)
 
 
 class Embedding(Module):

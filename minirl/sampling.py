@@ -8,7 +8,7 @@ from typing import Sequence
 from minirl import backend
 from minirl import functional as F
 from minirl.model import GPT, KVCache, positions_from_mask
-from minirl.tensor import Tensor, no_grad
+from minirl.tensor import no_grad
 
 
 @dataclass
@@ -49,30 +49,29 @@ def sample_next(logits, temperature: float = 1.0, top_k: int | None = None, top_
     xp = backend.get_array_module(logits)
     if temperature <= 0:
         raise ValueError(f"temperature must be positive, got {temperature}; use top_k=1 for greedy decoding.")
-    scaled = logits / temperature
-    logp = F.log_softmax(Tensor(scaled)).data  # (B, V)
-    allowed = scaled
+    scaled = logits / temperature if temperature != 1.0 else logits  # (B, V)
+    weights, total, shift = F.softmax_parts(scaled, -1)  # unnormalised probs: weights / total
     if top_k is not None:
         if top_k < 1:
             raise ValueError(f"top_k must be >= 1, got {top_k}.")
         k = min(top_k, scaled.shape[-1])
         kth = xp.partition(scaled, -k, axis=-1)[:, -k:].min(axis=-1, keepdims=True)
-        allowed = xp.where(scaled >= kth, allowed, -xp.inf)
+        weights[scaled < kth] = 0
     if top_p is not None:
         if not 0.0 < top_p <= 1.0:
             raise ValueError(f"top_p must be in (0, 1], got {top_p}.")
-        order = xp.argsort(-allowed, axis=-1)
-        sorted_p = xp.take_along_axis(F.softmax(Tensor(allowed)).data, order, axis=-1)
-        before = xp.cumsum(sorted_p, axis=-1) - sorted_p  # mass strictly ahead of each token
-        drop = xp.zeros_like(before, dtype=bool)
-        xp.put_along_axis(drop, order, before >= top_p, axis=-1)
-        allowed = xp.where(drop, -xp.inf, allowed)
-    probs = F.softmax(Tensor(allowed)).data
+        order = xp.argsort(-weights, axis=-1)
+        sorted_w = xp.take_along_axis(weights, order, axis=-1)
+        ahead = xp.cumsum(sorted_w, axis=-1) - sorted_w  # mass strictly ahead of each token
+        drop = xp.zeros(weights.shape, dtype=bool)
+        xp.put_along_axis(drop, order, ahead >= top_p * sorted_w.sum(axis=-1, keepdims=True), axis=-1)
+        weights[drop] = 0
     rng = rng if rng is not None else backend.device_rng()
-    u = rng.random((probs.shape[0], 1), dtype=probs.dtype)  # inverse-CDF sampling
-    ids = (xp.cumsum(probs, axis=-1) < u).sum(axis=-1)
-    ids = xp.minimum(ids, probs.shape[-1] - 1)  # guard against round-off at the top of the CDF
-    return ids, xp.take_along_axis(logp, ids[:, None], axis=-1)[:, 0]
+    cdf = xp.cumsum(weights, axis=-1)  # inverse-CDF sampling on the unnormalised weights
+    u = rng.random((cdf.shape[0], 1), dtype=cdf.dtype) * cdf[:, -1:]
+    ids = xp.minimum((cdf <= u).sum(axis=-1), cdf.shape[-1] - 1)  # min: round-off at the top of the CDF
+    logprobs = (xp.take_along_axis(scaled, ids[:, None], axis=-1) - shift) - xp.log(total)
+    return ids, logprobs[:, 0]
 
 
 def generate(model: GPT, prompts: Sequence[Sequence[int]], max_new_tokens: int, *, temperature: float = 1.0,
