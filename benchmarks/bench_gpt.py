@@ -1,0 +1,150 @@
+"""Throughput of the tiny GPT on each backend, with PyTorch eager beside it when installed.
+
+    python benchmarks/bench_gpt.py [--backends numpy,cupy] [--quick] [--json PATH]
+
+Measures, on the default card (4 layers, 3 heads, n_embd 128, block 64, vocab 2048):
+  train     one AdamW step with clipping, batch 32 x 64 tokens: tokens/s and GFLOP/s
+  sample    64 prompts x 48 new tokens with the KV cache: new tokens/s
+  recompute the same sampling without the cache (whole prefix every step)
+  matmul    a float32 (2048x1024) @ (1024x1024) GEMM: the machine's practical peak, same run
+
+Model FLOPs per token follow Kaplan et al. 2020 / nanoGPT's MFU estimate:
+6·N (forward + backward through N matmul weights) + 12·n_layer·n_head·head_size·T (attention).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+from minirl import backend, optim
+from minirl.model import GPT, GPTConfig
+from minirl.sampling import generate
+from minirl.table import format_table
+
+B, T, NEW, PROMPTS, PROMPT_LEN = 32, 64, 48, 64, 8
+
+
+def _sync():
+    if backend.name() == "cupy":
+        backend.xp().cuda.Device().synchronize()
+
+
+def timed(fn, repeats: int) -> float:
+    """Median seconds over `repeats` calls, after one warm-up call."""
+    fn()
+    _sync()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        _sync()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+def flops_per_token(cfg: GPTConfig, n_matmul_params: int) -> float:
+    return 6 * n_matmul_params + 12 * cfg.n_layer * cfg.n_head * cfg.head_size * cfg.block_size
+
+
+def bench_minirl(repeats: int) -> dict:
+    backend.manual_seed(0)
+    cfg = GPTConfig()
+    model = GPT(cfg)
+    opt = optim.AdamW(model.parameters(), lr=1e-3)
+    rng = np.random.default_rng(0)
+    x = backend.to_backend(rng.integers(0, cfg.vocab_size, (B, T)))
+    y = backend.to_backend(rng.integers(0, cfg.vocab_size, (B, T)))
+
+    def train_step():
+        loss = model.loss(x, y)
+        opt.zero_grad()
+        loss.backward()
+        optim.clip_grad_norm(model.parameters(), 1.0)
+        opt.step()
+
+    prompts = rng.integers(0, cfg.vocab_size, (PROMPTS, PROMPT_LEN)).tolist()
+    sample = lambda cache: generate(model, prompts, NEW, use_cache=cache, rng=backend.rng(0))  # noqa: E731
+    xp = backend.xp()
+    a = xp.asarray(rng.standard_normal((2048, 1024)), dtype=xp.float32)
+    w = xp.asarray(rng.standard_normal((1024, 1024)), dtype=xp.float32)
+    matmul_s = timed(lambda: a @ w, max(repeats, 5))
+    n_matmul = model.num_parameters(exclude_embeddings=True)
+    return {"train_s": timed(train_step, repeats), "sample_s": timed(lambda: sample(True), repeats),
+            "recompute_s": timed(lambda: sample(False), max(1, repeats // 2)),
+            "matmul_gflops": 2 * 2048 * 1024 * 1024 / matmul_s / 1e9,
+            "flops_per_token": flops_per_token(cfg, n_matmul)}
+
+
+def torch_results(repeats: int) -> dict:
+    """PyTorch eager on the same shapes, in a child process (torch is optional, never imported here)."""
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "torch_reference.py")
+    args = [str(v) for v in (repeats, B, T, NEW, PROMPTS, PROMPT_LEN)]
+    done = subprocess.run([sys.executable, script, *args], capture_output=True, text=True)
+    if done.returncode != 0:
+        print(f"torch comparison skipped: {done.stderr.strip().splitlines()[-1:]}", file=sys.stderr)
+        return {}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def rows_for(name: str, r: dict) -> list[list]:
+    train_tok_s = B * T / r["train_s"]
+    achieved = train_tok_s * r["flops_per_token"] / 1e9
+    return [
+        [name, "train step (32x64)", f"{train_tok_s:,.0f} tok/s", f"{r['train_s'] * 1e3:.1f} ms",
+         f"{achieved:.1f} GFLOP/s ({100 * achieved / r['matmul_gflops']:.0f}% of matmul)"],
+        [name, "sample, KV cache (64x48)", f"{PROMPTS * NEW / r['sample_s']:,.0f} tok/s", f"{r['sample_s'] * 1e3:.1f} ms",
+         f"{r['recompute_s'] / r['sample_s']:.1f}x faster than recompute"],
+        [name, "sample, recompute (64x48)", f"{PROMPTS * NEW / r['recompute_s']:,.0f} tok/s",
+         f"{r['recompute_s'] * 1e3:.1f} ms", ""],
+        [name, "float32 matmul peak", f"{r['matmul_gflops']:.1f} GFLOP/s", "", ""],
+    ]
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--backends", default=None, help="comma list (default: every available backend)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed repetitions per measurement")
+    parser.add_argument("--quick", action="store_true", help="one repetition (a smoke test, not a measurement)")
+    parser.add_argument("--json", default=None, help="also write the results to this JSON file")
+    parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison even if installed")
+    args = parser.parse_args(argv)
+    repeats = 1 if args.quick else args.repeats
+    names = args.backends.split(",") if args.backends else ["numpy"] + (["cupy"] if backend.cupy_available() else [])
+    results = {}
+    for name in names:
+        try:
+            backend.use(name)
+        except backend.BackendError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        results[f"minirl-{name}"] = bench_minirl(repeats)
+    backend.use("numpy")
+    if not args.no_torch and importlib.util.find_spec("torch") is not None:
+        results.update(torch_results(repeats))
+    machine = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+               "cpu_count": os.cpu_count(), "numpy": np.__version__}
+    print(f"machine: {machine['processor']}, {machine['cpu_count']} CPUs, numpy {machine['numpy']}\n")
+    rows = [row for name, r in results.items() for row in rows_for(name, r)]
+    print(format_table(rows, ["impl", "measurement", "throughput", "time", "note"]))
+    base = results.get("minirl-numpy")
+    for name, r in results.items():
+        if name.startswith("torch") and base is not None:
+            print(f"\nminirl-numpy / {name}: train {r['train_s'] / base['train_s']:.2f}x, "
+                  f"sample {r['sample_s'] / base['sample_s']:.2f}x (above 1: minirl is faster)")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"machine": machine, "batch": [B, T], "sampling": [PROMPTS, NEW], "results": results}, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,45 @@
+"""Smoke test of benchmarks/bench_ops.py in quick mode: it runs, and it fails clearly."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from minirl import backend
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_ops.py"
+CASES = ["matmul", "log_softmax", "softmax", "cross_entropy", "layer_norm", "gelu", "embedding", "attention", "mlp"]
+
+
+@pytest.fixture(scope="module")
+def bench_ops():
+    spec = importlib.util.spec_from_file_location("bench_ops", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_quick_run_writes_a_row_per_case(bench_ops, tmp_path):
+    out = tmp_path / "b.json"
+    assert bench_ops.main(["--quick", "--backends", "numpy", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["machine"]["cpu_count"] >= 1
+    assert [r["case"] for r in report["results"]] == CASES
+    for r in report["results"]:
+        assert r["backend"] == "numpy"
+        assert r["fwd_ms"] > 0 and r["fwdbwd_ms"] > 0 and r["fwdbwd_min_ms"] > 0
+
+
+def test_unknown_backend_exits_2_with_a_clear_message(bench_ops, capsys):
+    assert bench_ops.main(["--backends", "bogus"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown backend 'bogus'" in err and "numpy" in err
+
+
+def test_unavailable_cupy_exits_2_before_timing_anything(bench_ops, capsys):
+    if backend.cupy_available():
+        pytest.skip("cupy works on this machine")
+    assert bench_ops.main(["--backends", "numpy,cupy"]) == 2
+    captured = capsys.readouterr()
+    assert "cupy backend was requested" in captured.err and captured.out == ""
