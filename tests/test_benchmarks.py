@@ -43,3 +43,15 @@ def test_unavailable_cupy_exits_2_before_timing_anything(bench_ops, capsys):
     assert bench_ops.main(["--backends", "numpy,cupy"]) == 2
     captured = capsys.readouterr()
     assert "cupy backend was requested" in captured.err and captured.out == ""
+
+
+def test_gpt_benchmark_quick_run_reports_every_measurement(tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("bench_gpt", BENCH.parent / "bench_gpt.py")
+    bench_gpt = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench_gpt)
+    out = tmp_path / "gpt.json"
+    assert bench_gpt.main(["--quick", "--backends", "numpy", "--no-torch", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())["results"]["minirl-numpy"]
+    assert all(result[k] > 0 for k in ("train_s", "sample_s", "recompute_s", "matmul_gflops"))
+    assert "faster than recompute" in capsys.readouterr().out
+    assert bench_gpt.main(["--backends", "tpu"]) == 2
