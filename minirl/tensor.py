@@ -9,7 +9,8 @@ that is used more than once.
 
 Only leaf tensors created with ``requires_grad=True`` (parameters, inputs) keep
 their ``.grad`` after backward; gradients of intermediate tensors are freed as soon
-as they have been passed on, which is what keeps training memory flat.
+as they have been passed on, and each op's closure (with the arrays it saved) is
+dropped once it has run, which is what keeps training memory flat.
 """
 
 from __future__ import annotations
@@ -74,6 +75,11 @@ def _as_array(data, dtype=None):
     if arr.dtype.kind == "f" or arr.dtype.kind == "O":
         arr = arr.astype(backend.default_dtype())
     return backend.to_backend(arr)
+
+
+def _freed_backward(g):
+    raise RuntimeError("backward() through a graph that was already used for backward and freed; "
+                       "call the first backward with retain_graph=True to go through it twice.")
 
 
 class Tensor:
@@ -171,11 +177,13 @@ class Tensor:
                 order.append(node)
         return order
 
-    def backward(self, grad=None) -> None:
+    def backward(self, grad=None, retain_graph: bool = False) -> None:
         """Accumulate d(self)/d(leaf) into the ``.grad`` of every leaf that requires it.
 
         `grad` is the upstream gradient; it may be omitted only for a one-element
-        tensor such as a loss, where it is 1.
+        tensor such as a loss, where it is 1. The graph's saved arrays are released as
+        the pass goes, so memory does not hold two steps' activations at once; pass
+        ``retain_graph=True`` to call backward through the same graph again.
         """
         if not self.requires_grad:
             raise RuntimeError(
@@ -210,6 +218,9 @@ class Tensor:
                     continue
                 key = id(parent)
                 grads[key] = pg if key not in grads else grads[key] + pg
+            if not retain_graph:  # drop the closure (and the arrays it saved) and the parents
+                node._parents, node._backward = (), _freed_backward
+
 
     def __add__(self, other):
         return ops.add(self, other)
