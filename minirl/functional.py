@@ -108,7 +108,7 @@ def cross_entropy(logits, targets, mask=None, ignore_index: int | None = None,
         m = mask.data if isinstance(mask, Tensor) else xp.asarray(mask)
         if m.shape != t.shape:
             raise ValueError(f"cross_entropy: mask has shape {m.shape}, targets {t.shape}; they must match.")
-        w = w * m
+        w = w * m.astype(w.dtype)  # an int or float64 mask must not turn the loss float64
     if ignore_index is not None:
         w = w * (t != ignore_index)
         t = xp.where(t == ignore_index, 0, t)
@@ -150,6 +150,8 @@ def linear(x, weight, bias=None) -> Tensor:
         raise ValueError(f"linear: input has {x.shape[-1]} features (shape {x.shape}) but the weight "
                          f"expects {weight.shape[0]} (shape {weight.shape}).")
     n_in, n_out = weight.shape
+    if bias is not None and tuple(bias.shape) != (n_out,):
+        raise ValueError(f"linear: bias must have shape ({n_out},), got {tuple(bias.shape)}.")
     x2 = x.data.reshape(-1, n_in)  # (N, in)
     out = x2 @ weight.data  # (N, in) @ (in, out) -> (N, out)
     if bias is not None:
@@ -220,6 +222,7 @@ def gelu(x) -> Tensor:
     s += 1.0
     s *= x.data
     s *= -2.0 * _GELU_C
+    xp.minimum(s, 80.0, out=s)  # exp(-2u) would overflow float32 for x < -9.3; σ is 0 there anyway
     xp.exp(s, out=s)
     s += 1.0
     xp.reciprocal(s, out=s)
@@ -251,6 +254,7 @@ def embedding(weight, ids) -> Tensor:
     ids = ids.data if isinstance(ids, Tensor) else xp.asarray(ids)
     if ids.dtype.kind not in "iu":
         raise TypeError(f"embedding: ids must be integers, got dtype {ids.dtype}.")
+    ids = ids.astype(xp.int64, copy=False)  # uint16 ids would overflow in the flat index ids·C below
     V, C = weight.shape
     if ids.size and (int(ids.min()) < 0 or int(ids.max()) >= V):
         bad = int(ids.max()) if int(ids.max()) >= V else int(ids.min())

@@ -102,6 +102,7 @@ CASES: list[Case] = [
     Case("max", lambda x: ops.max(x, axis=-1), ((3, 5),)),
     Case("matmul", ops.matmul, ((2, 1, 3, 4), (3, 4, 5))),
     Case("matmul", ops.matmul, ((4,), (4, 3))),
+    Case("matmul", ops.matmul, ((4,), (4,))),
     Case("reshape", lambda x: ops.reshape(x, (4, 6)), ((2, 3, 4),)),
     Case("transpose", lambda x: ops.transpose(x, (2, 0, 1)), ((2, 3, 4),)),
     Case("getitem", lambda x: x[[0, 2, 0], 1:], ((3, 4),)),

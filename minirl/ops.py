@@ -22,10 +22,10 @@ __all__ = [
 
 
 def _lift(x, like: Tensor | None = None) -> Tensor:
-    """Tensors pass through; scalars take the dtype of the tensor they meet (no silent upcast)."""
+    """Tensors pass through; scalars meeting a float tensor take its dtype (no silent upcast to float64)."""
     if isinstance(x, Tensor):
         return x
-    if like is not None and np.isscalar(x):
+    if like is not None and like.dtype.kind == "f" and (np.isscalar(x) or np.ndim(x) == 0):
         return Tensor(backend.xp().asarray(x, dtype=like.dtype))
     return Tensor(x)
 
@@ -210,10 +210,10 @@ def matmul(a, b) -> Tensor:
         A = a.data[None, :] if a.ndim == 1 else a.data  # (..., n, k)
         B = b.data[:, None] if b.ndim == 1 else b.data  # (..., k, m)
         G = g
-        if a.ndim == 1:
-            G = xp.expand_dims(G, -2)
         if b.ndim == 1:
-            G = xp.expand_dims(G, -1)  # (..., n, m)
+            G = G[..., None]  # restore the column the vector's matmul removed
+        if a.ndim == 1:
+            G = xp.expand_dims(G, -2)  # (..., n, m)
         ga = gb = None
         if _need(a):
             ga = unbroadcast(G @ xp.swapaxes(B, -1, -2), A.shape).reshape(a.shape)
@@ -257,6 +257,8 @@ def reshape(a, shape) -> Tensor:
 def transpose(a, axes=None) -> Tensor:
     """Permute axes (reverse them when `axes` is None). The gradient applies the inverse permutation."""
     a = _lift(a)
+    if axes is not None and any(not -a.ndim <= ax < a.ndim for ax in axes):
+        raise ValueError(f"transpose axes {tuple(axes)} are out of range for a tensor with {a.ndim} dimensions.")
     axes = tuple(range(a.ndim))[::-1] if axes is None else tuple(ax % builtins.max(a.ndim, 1) for ax in axes)
     if sorted(axes) != list(range(a.ndim)):
         raise ValueError(f"transpose axes {axes} are not a permutation of the {a.ndim} axes of shape {a.shape}.")
@@ -309,8 +311,9 @@ def gather(a, index, axis: int = -1) -> Tensor:
     index = _index_data(index)
     xp = backend.get_array_module(a.data)
     axis = axis % a.ndim
-    if index.ndim != a.ndim:
-        raise ValueError(f"gather: index has {index.ndim} dims but the tensor has {a.ndim}; they must match.")
+    if index.ndim != a.ndim or any(n != m for d, (n, m) in enumerate(zip(index.shape, a.shape)) if d != axis):
+        raise ValueError(f"gather along axis {axis}: index shape {index.shape} must match the tensor's "
+                         f"shape {a.shape} in every other axis.")
     out = xp.take_along_axis(a.data, index, axis=axis)
 
     def _backward(g):
@@ -377,7 +380,7 @@ def clip(a, lo=None, hi=None) -> Tensor:
             inside &= a.data >= lo
         if hi is not None:
             inside &= a.data <= hi
-        return (g * inside,)
+        return (unbroadcast(g * inside, a.shape),)  # array bounds may have broadcast `a`
     return Tensor._make(out, (a,), _backward)
 
 

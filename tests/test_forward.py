@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from minirl import functional as F
+from minirl.backend import to_numpy as backend_to_numpy
 from minirl.tensor import Tensor
 
 
@@ -140,3 +141,18 @@ def test_dropout_scales_survivors_and_is_identity_in_eval(backend_name):
     assert F.dropout(x, 0.25, training=False) is x
     with pytest.raises(ValueError, match=r"\[0, 1\)"):
         F.dropout(x, 1.0)
+
+
+def test_embedding_gradient_is_right_for_small_integer_ids(backend_name):
+    w = Tensor(np.zeros((2048, 64)), requires_grad=True)
+    F.embedding(w, np.array([[2000, 5]], dtype=np.uint16)).sum().backward()
+    rows = np.flatnonzero(backend_to_numpy(w.grad).sum(axis=1))
+    assert rows.tolist() == [5, 2000]
+
+
+def test_linear_checks_bias_shape_and_gelu_is_quiet_for_very_negative_inputs(backend_name):
+    with pytest.raises(ValueError, match=r"bias must have shape \(5,\)"):
+        F.linear(Tensor(np.ones((2, 4))), Tensor(np.ones((4, 5))), Tensor(np.ones((1, 5))))
+    with np.errstate(over="raise"):
+        out = F.gelu(Tensor(np.array([-50.0, -10.0, 0.0, 10.0], dtype=np.float32))).numpy()
+    np.testing.assert_allclose(out, [0.0, 0.0, 0.0, 10.0], atol=1e-6)

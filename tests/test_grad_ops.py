@@ -74,7 +74,9 @@ def test_reductions(backend_name, shape_axis, keepdims, seed, op):
 @st.composite
 def matmul_shapes(draw):
     n, k, m = (draw(st.integers(1, 4)) for _ in range(3))
-    kind = draw(st.sampled_from(["batched", "vector_left", "vector_right"]))
+    kind = draw(st.sampled_from(["batched", "vector_left", "vector_right", "dot"]))
+    if kind == "dot":
+        return (k,), (k,)
     if kind == "vector_left":
         return (k,), draw(hnp.array_shapes(min_dims=0, max_dims=2, min_side=1, max_side=3)) + (k, m)
     if kind == "vector_right":

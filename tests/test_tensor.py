@@ -114,3 +114,27 @@ def test_operators_and_methods_agree_with_numpy(backend_name):
     np.testing.assert_allclose(ops.stack([t, t], axis=-1).numpy(), np.stack([a, a], axis=-1))
     assert "requires_grad=True" in repr(Tensor(a, requires_grad=True)) and "shape=(3, 4)" in repr(t)
     assert t.sum().item() == pytest.approx(a.sum())
+
+
+def test_backward_frees_the_graph_unless_retained(backend_name):
+    x = Tensor(np.ones(3), requires_grad=True)
+    y = (x * 2.0).sum()
+    y.backward()
+    with pytest.raises(RuntimeError, match="retain_graph=True"):
+        y.backward()
+    z = (x * 3.0).sum()
+    z.backward(retain_graph=True)
+    z.backward()
+    np.testing.assert_array_equal(x.grad, [2.0 + 6.0] * 3)
+
+
+def test_integer_tensors_meet_floats_without_truncation():
+    assert (Tensor([1, 2, 3]) * 0.5).numpy().tolist() == [0.5, 1.0, 1.5]
+    assert (Tensor(np.ones(2, dtype=np.float32)) * np.array(2.0)).dtype == np.float32
+
+
+def test_more_shape_errors_are_clear():
+    with pytest.raises(ValueError, match=r"transpose axes \(0, 3\) are out of range"):
+        Tensor(np.ones((2, 3))).transpose(0, 3)
+    with pytest.raises(ValueError, match="index shape .* must match"):
+        ops.gather(Tensor(np.ones((2, 3))), np.zeros((1, 2), dtype=int), axis=1)
