@@ -82,6 +82,8 @@ def use(name: str) -> None:
     if not isinstance(name, str):
         raise BackendError(f"backend name must be a string, got {type(name).__name__}.")
     name = name.strip().lower()
+    if name == _active:
+        return  # keep the device generator's stream where it is
     _module(name)  # fail now, with the clear error, rather than at the first array
     _active = name
     _device_rng = None  # re-created on the new backend from the same seed
@@ -196,7 +198,11 @@ def device_rng():
 
 
 def rng_state() -> dict:
-    """The global generators' state as plain JSON-able data, for checkpoints."""
+    """The global generators' state as plain JSON-able data, for checkpoints.
+
+    On cupy only the host stream (init, data order) is saved: a resumed GPU run
+    re-seeds its device stream (dropout, sampling), so it is exact on CPU only.
+    """
     state = {"seed": _seed, "host": host_rng().bit_generator.state}
     if name() == "numpy":
         state["device"] = device_rng().bit_generator.state

@@ -24,6 +24,7 @@ class Parameter(Tensor):
 
     def __init__(self, data, dtype=None):
         super().__init__(data, requires_grad=True, dtype=dtype or backend.default_dtype())
+        self.data = self.data.copy()  # own the buffer: optimizer steps must not write into the caller's array
 
 
 def _normal(shape, std: float) -> Parameter:

@@ -91,3 +91,11 @@ def test_scatter_add_sums_repeated_indices(backend_name):
     target = backend.xp().zeros(4)
     backend.scatter_add(target, backend.to_backend(np.array([1, 1, 3])), backend.to_backend(np.array([1.0, 2.0, 5.0])))
     assert backend.to_numpy(target).tolist() == [0.0, 3.0, 0.0, 5.0]
+
+
+def test_reselecting_the_active_backend_keeps_the_random_stream():
+    first = backend.device_rng().random(3)
+    backend.use("numpy")
+    with backend.using("numpy"):
+        pass
+    assert not np.array_equal(backend.device_rng().random(3), first)

@@ -102,3 +102,10 @@ def test_flat_parameter_vector_round_trip():
     assert all(np.all(p.data == 1) for p in params)
     with pytest.raises(ValueError, match="parameters hold 40"):
         nn.vector_to_parameters(np.zeros(3), [net.wte.weight])
+
+
+def test_parameter_owns_its_buffer():
+    source = np.zeros(3, dtype=np.float32)
+    p = nn.Parameter(source)
+    p.data += 1
+    assert source.tolist() == [0.0, 0.0, 0.0]
