@@ -148,8 +148,10 @@ class GPT(nn.Module):
     def _check_ids(self, idx, t0: int):
         xp = backend.xp()
         idx = idx.data if isinstance(idx, Tensor) else xp.asarray(idx)
-        if idx.ndim != 2:
-            raise ValueError(f"GPT expects token ids of shape (B, T), got {idx.shape}.")
+        if idx.ndim != 2 or idx.shape[1] == 0 or idx.shape[0] == 0:
+            raise ValueError(f"GPT expects token ids of shape (B, T) with B, T >= 1, got {idx.shape}.")
+        if idx.dtype.kind not in "iu":
+            raise TypeError(f"token ids must be integers, got dtype {idx.dtype}.")
         if t0 + idx.shape[1] > self.config.block_size:
             raise ValueError(f"sequence of {t0 + idx.shape[1]} tokens is longer than block_size="
                              f"{self.config.block_size}; truncate it or use a model with a larger block_size.")
@@ -203,13 +205,17 @@ class GPT(nn.Module):
         if temperature <= 0:
             raise ValueError(f"temperature must be positive, got {temperature}.")
         mask = xp.ones(tokens.shape, dtype=bool) if attention_mask is None else xp.asarray(attention_mask).astype(bool)
+        if mask.shape != tokens.shape:
+            raise ValueError(f"attention_mask has shape {mask.shape}, tokens {tokens.shape}; they must match.")
+        first = Tensor(xp.zeros((tokens.shape[0], 1), dtype=backend.default_dtype()))
+        if tokens.shape[1] == 1:  # a lone token has no context to be predicted from
+            return first
         positions = positions_from_mask(mask[:, :-1])
         logits = self(tokens[:, :-1], key_mask=mask[:, :-1], positions=positions)  # (B, T-1, V)
         if temperature != 1.0:
-            logits = logits * (1.0 / temperature)
+            logits = logits / temperature  # the same expression as sampling uses, to the last bit
         logp = -F.cross_entropy(logits, tokens[:, 1:], reduction="none")  # (B, T-1)
-        first = Tensor(xp.zeros((tokens.shape[0], 1), dtype=logp.dtype))
-        return concatenate([first, logp], axis=1)
+        return concatenate([first.astype(logp.dtype), logp], axis=1)
 
     def num_parameters(self, exclude_embeddings: bool = False) -> int:
         n = super().num_parameters()

@@ -57,9 +57,9 @@ def sample_next(logits, temperature: float = 1.0, top_k: int | None = None, top_
         k = min(top_k, scaled.shape[-1])
         kth = xp.partition(scaled, -k, axis=-1)[:, -k:].min(axis=-1, keepdims=True)
         weights[scaled < kth] = 0
-    if top_p is not None:
-        if not 0.0 < top_p <= 1.0:
-            raise ValueError(f"top_p must be in (0, 1], got {top_p}.")
+    if top_p is not None and not 0.0 < top_p <= 1.0:
+        raise ValueError(f"top_p must be in (0, 1], got {top_p}.")
+    if top_p is not None and top_p < 1.0:  # 1.0 keeps everything; skip the sort (and its round-off)
         order = xp.argsort(-weights, axis=-1)
         sorted_w = xp.take_along_axis(weights, order, axis=-1)
         ahead = xp.cumsum(sorted_w, axis=-1) - sorted_w  # mass strictly ahead of each token
@@ -85,7 +85,7 @@ def generate(model: GPT, prompts: Sequence[Sequence[int]], max_new_tokens: int, 
     """
     xp = backend.xp()
     cfg = model.config
-    if not prompts:
+    if len(prompts) == 0:
         raise ValueError("generate needs at least one prompt.")
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}.")
@@ -107,28 +107,30 @@ def generate(model: GPT, prompts: Sequence[Sequence[int]], max_new_tokens: int, 
     done = xp.zeros(B, dtype=bool)
     was_training = model.training
     model.eval()
-    with no_grad():
-        cache = KVCache(cfg, B) if use_cache else None
-        positions = positions_from_mask(attention[:, :P])
-        hidden = model.hidden_states(tokens[:, :P], key_mask=attention[:, :P], positions=positions, cache=cache)
-        end = P
-        for t in range(P, P + max_new_tokens):
-            logits = model.lm_logits(hidden[:, -1]).data  # (B, V)
-            ids, lp = sample_next(logits, temperature, top_k, top_p, rng)
-            tokens[:, t] = xp.where(done, pad, ids)
-            response[:, t] = attention[:, t] = ~done
-            logprobs[:, t] = xp.where(done, 0, lp)
-            end = t + 1
-            if eot_id is not None:
-                done |= ids == eot_id
-            if bool(done.all()) or t + 1 == P + max_new_tokens:
-                break
-            if use_cache:
-                step_pos = positions_from_mask(attention[:, :t + 1])[:, -1:]  # (B, 1)
-                hidden = model.hidden_states(tokens[:, t:t + 1], key_mask=attention[:, :t + 1],
-                                             positions=step_pos, cache=cache)
-            else:
-                hidden = model.hidden_states(tokens[:, :t + 1], key_mask=attention[:, :t + 1],
-                                             positions=positions_from_mask(attention[:, :t + 1]))
-    model.train(was_training)
+    try:
+        with no_grad():
+            cache = KVCache(cfg, B) if use_cache else None
+            positions = positions_from_mask(attention[:, :P])
+            hidden = model.hidden_states(tokens[:, :P], key_mask=attention[:, :P], positions=positions, cache=cache)
+            end = P
+            for t in range(P, P + max_new_tokens):
+                logits = model.lm_logits(hidden[:, -1]).data  # (B, V)
+                ids, lp = sample_next(logits, temperature, top_k, top_p, rng)
+                tokens[:, t] = xp.where(done, pad, ids)
+                response[:, t] = attention[:, t] = ~done
+                logprobs[:, t] = xp.where(done, 0, lp)
+                end = t + 1
+                if eot_id is not None:
+                    done |= ids == eot_id
+                if bool(done.all()) or t + 1 == P + max_new_tokens:
+                    break
+                if use_cache:  # feed only the new token; keys and values of the rest are cached
+                    step_pos = positions_from_mask(attention[:, :t + 1])[:, -1:]  # (B, 1)
+                    hidden = model.hidden_states(tokens[:, t:t + 1], key_mask=attention[:, :t + 1],
+                                                 positions=step_pos, cache=cache)
+                else:
+                    hidden = model.hidden_states(tokens[:, :t + 1], key_mask=attention[:, :t + 1],
+                                                 positions=positions_from_mask(attention[:, :t + 1]))
+    finally:
+        model.train(was_training)
     return Generation(tokens[:, :end], attention[:, :end], response[:, :end], logprobs[:, :end], P)

@@ -161,3 +161,12 @@ def test_sampling_follows_the_distribution_and_its_filters(backend_name):
     assert set(backend.to_numpy(nucleus).tolist()) == {0, 1}
     greedy, _ = sample_next(logits[:5], top_k=1, rng=backend.rng(3))
     assert backend.to_numpy(greedy).tolist() == [0] * 5
+
+
+def test_logprobs_of_a_single_token_and_empty_inputs():
+    model = tiny_gpt()
+    assert model.logprobs(np.array([[3], [4]])).numpy().tolist() == [[0.0], [0.0]]
+    with pytest.raises(ValueError, match="B, T >= 1"):
+        model(np.zeros((1, 0), dtype=int))
+    with pytest.raises(TypeError, match="must be integers"):
+        model(np.zeros((1, 2)))
