@@ -63,11 +63,14 @@ def save_checkpoint(path, model, *, step: int, optimizer=None, tokenizer_ranks: 
         arrays["tokenizer_ranks"] = np.array(tokenizer_ranks)
     arrays["meta"] = np.array(json.dumps(meta))
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        np.savez(f, **arrays)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)  # only left behind if writing failed
     return path
 
 
@@ -108,7 +111,10 @@ def restore(checkpoint: Checkpoint, model, optimizer=None, *, tokenizer_ranks: s
     Refuses, with the differences listed, a checkpoint made for another model config
     or another tokenizer.
     """
-    saved, current = checkpoint.meta.get("model_config", {}), _config_dict(model)
+    # Everything is checked before anything is written, so a refused checkpoint changes nothing.
+    # Dropout is a training knob, not architecture: a checkpoint loads across dropout values.
+    saved = {k: v for k, v in checkpoint.meta.get("model_config", {}).items() if k != "dropout"}
+    current = {k: v for k, v in _config_dict(model).items() if k != "dropout"}
     if saved != current:
         diffs = [f"{k}: checkpoint {saved.get(k)!r} vs model {current.get(k)!r}"
                  for k in sorted(set(saved) | set(current)) if saved.get(k) != current.get(k)]
@@ -117,13 +123,18 @@ def restore(checkpoint: Checkpoint, model, optimizer=None, *, tokenizer_ranks: s
             and tokenizer_ranks != checkpoint.tokenizer_ranks:
         raise CheckpointError("checkpoint was made with a different tokenizer (its BPE ranks differ); "
                               "retrain, or load the tokenizer stored in the checkpoint.")
-    model.load_state_dict(checkpoint.model_state)
     if optimizer is not None:
         if checkpoint.optimizer_state is None:
             raise CheckpointError("checkpoint holds no optimizer state; it cannot resume training.")
         saved_type = checkpoint.meta["optimizer"]["type"]
         if saved_type != type(optimizer).__name__:
             raise CheckpointError(f"checkpoint optimizer is {saved_type}, not {type(optimizer).__name__}.")
+        try:
+            optimizer.check_state_dict(checkpoint.optimizer_state)
+        except ValueError as e:
+            raise CheckpointError(f"checkpoint optimizer state does not fit this model: {e}") from e
+    model.load_state_dict(checkpoint.model_state)
+    if optimizer is not None:
         optimizer.load_state_dict(checkpoint.optimizer_state)
     if restore_rng:
         backend.set_rng_state(checkpoint.meta["rng"])

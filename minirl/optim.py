@@ -39,8 +39,8 @@ class Optimizer:
             state[key] = [backend.to_numpy(a).copy() for a in arrays]
         return state
 
-    def load_state_dict(self, state: dict) -> None:
-        """Restore `state_dict` output; buffer counts and shapes must match the parameters."""
+    def check_state_dict(self, state: dict) -> None:
+        """Raise a clear ValueError if `state` cannot be loaded into this optimizer; change nothing."""
         for key, arrays in self._state_arrays().items():
             if key not in state:
                 raise ValueError(f"optimizer state has no {key!r} buffers; was it saved by {type(self).__name__}?")
@@ -50,6 +50,10 @@ class Optimizer:
             for i, (a, p) in enumerate(zip(state[key], self.params)):
                 if tuple(a.shape) != p.shape:
                     raise ValueError(f"optimizer state {key}[{i}] has shape {tuple(a.shape)}, parameter has {p.shape}.")
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore `state_dict` output; buffer counts and shapes must match the parameters."""
+        self.check_state_dict(state)
         for key, arrays in self._state_arrays().items():
             for i, a in enumerate(state[key]):
                 arrays[i][...] = backend.to_backend(a, dtype=arrays[i].dtype)

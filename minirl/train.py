@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import pathlib
 import time
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from typing import Callable
 import numpy as np
 
 from minirl import backend, optim
-from minirl.checkpoint import load_checkpoint, restore, save_checkpoint
+from minirl.checkpoint import CheckpointError, load_checkpoint, restore, save_checkpoint
 from minirl.progress import Progress
 from minirl.tensor import no_grad
 from minirl.tokenizer import ranks_to_text
@@ -69,6 +70,22 @@ def evaluate(model, data, batch_size: int, batches: int, seed: int = 1234) -> fl
     return float(np.mean(losses))
 
 
+def _open_log(path, start: int):
+    """Open the JSONL metrics log for appending, first dropping lines past the resumed step
+    (a killed run logged them, but their updates were never checkpointed)."""
+    path = pathlib.Path(path)
+    if path.exists():
+        kept = []
+        for line in path.read_text().splitlines():
+            try:
+                if json.loads(line)["step"] <= start:
+                    kept.append(line)
+            except (ValueError, KeyError, TypeError):
+                break  # a half-written last line from a kill
+        path.write_text("".join(line + "\n" for line in kept))
+    return open(path, "a", buffering=1)  # line-buffered: each step's line is on disk when written
+
+
 def train_lm(model, train_data, config: TrainConfig, *, val_data=None, checkpoint_path=None,
              tokenizer=None, log_path=None, stop_at: int | None = None, desc: str = "train",
              on_eval: Callable[[int, dict], None] | None = None, progress: bool = True) -> list[dict]:
@@ -85,10 +102,16 @@ def train_lm(model, train_data, config: TrainConfig, *, val_data=None, checkpoin
     ranks = ranks_to_text(tokenizer.ranks) if tokenizer is not None else None
     start = 0
     if checkpoint_path is not None and pathlib.Path(checkpoint_path).exists():
-        start = restore(load_checkpoint(checkpoint_path), model, opt, tokenizer_ranks=ranks)
+        ckpt = load_checkpoint(checkpoint_path)
+        saved = ckpt.meta.get("extra", {}).get("train_config")
+        if saved is not None and saved != dataclasses.asdict(config):
+            diffs = [f"{k}: {saved.get(k)} -> {v}" for k, v in dataclasses.asdict(config).items() if saved.get(k) != v]
+            raise CheckpointError(f"{checkpoint_path} was written with other training settings ({'; '.join(diffs)}); "
+                                  "resume with the same settings, or start a new run elsewhere.")
+        start = restore(ckpt, model, opt, tokenizer_ranks=ranks)
     end = min(config.steps, stop_at) if stop_at is not None else config.steps
     history: list[dict] = []
-    log = open(log_path, "a") if log_path else None
+    log = _open_log(log_path, start) if log_path else None
 
     def checkpoint(step: int) -> None:
         if checkpoint_path is not None:
@@ -97,30 +120,36 @@ def train_lm(model, train_data, config: TrainConfig, *, val_data=None, checkpoin
 
     model.train()
     bar = Progress(range(start, end), desc=desc, total=end, start=start, enabled=progress)
-    for step in bar:
-        t_step = time.perf_counter()
-        opt.lr = optim.warmup_cosine(step, max_lr=config.lr, total_steps=config.steps,
-                                     warmup_steps=min(config.warmup_steps, config.steps), min_lr=config.min_lr)
-        x, y, mask = train_data.sample(backend.host_rng(), config.batch_size)
-        loss = model.loss(x, y, mask)
-        opt.zero_grad()
-        loss.backward()
-        grad_norm = optim.clip_grad_norm(params, config.grad_clip) if config.grad_clip > 0 else float("nan")
-        opt.step()
-        done = step + 1
-        metrics = {"step": done, "loss": loss.item(), "lr": opt.lr, "grad_norm": grad_norm,
-                   "tokens_per_s": x.size / max(time.perf_counter() - t_step, 1e-9)}
-        if val_data is not None and (done == end or (config.eval_interval and done % config.eval_interval == 0)):
-            metrics["val_loss"] = evaluate(model, val_data, config.batch_size, config.eval_batches)
-            if on_eval is not None:
-                on_eval(done, metrics)
-        bar.set(loss=metrics["loss"], tok_s=round(metrics["tokens_per_s"]),
-                **({"val": metrics["val_loss"]} if "val_loss" in metrics else {}))
-        history.append(metrics)
+    try:
+        for step in bar:
+            t_step = time.perf_counter()
+            opt.lr = optim.warmup_cosine(step, max_lr=config.lr, total_steps=config.steps,
+                                         warmup_steps=min(config.warmup_steps, config.steps), min_lr=config.min_lr)
+            x, y, mask = train_data.sample(backend.host_rng(), config.batch_size)
+            loss = model.loss(x, y, mask)
+            if not math.isfinite(loss.item()):
+                raise FloatingPointError(f"the loss is {loss.item()} at step {step + 1}; training stopped before the "
+                                         "update so the last checkpoint stays good. Lower the learning rate or "
+                                         "check the data.")
+            opt.zero_grad()
+            loss.backward()
+            grad_norm = optim.clip_grad_norm(params, config.grad_clip) if config.grad_clip > 0 else None
+            opt.step()
+            done = step + 1
+            metrics = {"step": done, "loss": loss.item(), "lr": opt.lr, "grad_norm": grad_norm,
+                       "tokens_per_s": x.size / max(time.perf_counter() - t_step, 1e-9)}
+            if val_data is not None and (done == end or (config.eval_interval and done % config.eval_interval == 0)):
+                metrics["val_loss"] = evaluate(model, val_data, config.batch_size, config.eval_batches)
+                if on_eval is not None:
+                    on_eval(done, metrics)
+            bar.set(loss=metrics["loss"], tok_s=round(metrics["tokens_per_s"]),
+                    **({"val": metrics["val_loss"]} if "val_loss" in metrics else {}))
+            history.append(metrics)
+            if log:
+                log.write(json.dumps(metrics) + "\n")
+            if done == end or (config.checkpoint_interval and done % config.checkpoint_interval == 0):
+                checkpoint(done)
+    finally:
         if log:
-            log.write(json.dumps(metrics) + "\n")
-        if done == end or (config.checkpoint_interval and done % config.checkpoint_interval == 0):
-            checkpoint(done)
-    if log:
-        log.close()
+            log.close()
     return history

@@ -76,5 +76,20 @@ def test_mismatched_config_or_tokenizer_is_refused(tmp_path):
         restore(load_checkpoint(path), other)
     with pytest.raises(CheckpointError, match="different tokenizer"):
         restore(load_checkpoint(path), model, tokenizer_ranks="AQ== 0\n")
+    before = {k: v.copy() for k, v in other.state_dict().items()}
+    fresh, _ = trained_pair(seed=4)
+    weights = {k: v.copy() for k, v in fresh.state_dict().items()}
     with pytest.raises(CheckpointError, match="AdamW, not SGD"):
-        restore(load_checkpoint(path), model, optim.SGD(model.parameters()))
+        restore(load_checkpoint(path), fresh, optim.SGD(fresh.parameters()))
+    for k, v in fresh.state_dict().items():  # a refused checkpoint changed nothing
+        np.testing.assert_array_equal(v, weights[k])
+    assert before.keys() == other.state_dict().keys()
+
+
+def test_dropout_is_not_part_of_the_architecture_check(tmp_path):
+    model, _ = trained_pair()
+    path = save_checkpoint(tmp_path / "ck.npz", model, step=1)
+    other = GPT(GPTConfig(**{**CFG, "dropout": 0.1}))
+    restore(load_checkpoint(path), other)
+    for (name, a), (_, b) in zip(model.named_parameters(), other.named_parameters()):
+        np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=name)
