@@ -13,8 +13,7 @@ from __future__ import annotations
 import math
 
 from minirl import backend
-from minirl.ops import _lift
-from minirl.tensor import Tensor, unbroadcast
+from minirl.tensor import Tensor, as_tensor
 
 __all__ = [
     "log_softmax", "softmax", "cross_entropy", "linear", "layer_norm", "gelu",
@@ -54,7 +53,7 @@ def log_softmax(x, axis: int = -1) -> Tensor:
     Fused because the naive chain overflows for logits beyond ~88 in float32.
     Derivative: ``dx = g - softmax(x) · Σ_j g_j``.
     """
-    x = _lift(x)
+    x = as_tensor(x)
     xp = backend.get_array_module(x.data)
     probs, total, shift = softmax_parts(x.data, axis)
     probs /= total
@@ -71,7 +70,7 @@ def softmax(x, axis: int = -1) -> Tensor:
 
     Derivative (Jacobian ``diag(s) - s sᵀ`` applied to g): ``dx = s · (g - Σ_j g_j s_j)``.
     """
-    x = _lift(x)
+    x = as_tensor(x)
     probs = softmax_probs(x.data, axis)
 
     def _backward(g):
@@ -93,7 +92,7 @@ def cross_entropy(logits, targets, mask=None, ignore_index: int | None = None,
     Fused with the gather so the (..., V) log-prob array is never materialised for
     the graph. Derivative w.r.t. the logits: ``(softmax(logits) - onehot(a_t)) · m_t / Σm``.
     """
-    logits = _lift(logits)
+    logits = as_tensor(logits)
     xp = backend.get_array_module(logits.data)
     t = targets.data if isinstance(targets, Tensor) else xp.asarray(targets)
     if t.shape != logits.shape[:-1]:
@@ -145,7 +144,7 @@ def linear(x, weight, bias=None) -> Tensor:
     Fused so the leading dims fold into one (N, in) @ (in, out) GEMM and the bias is
     added in place. ``dx = g Wᵀ``, ``dW = xᵀ g`` (summed over all N rows), ``db = Σ_N g``.
     """
-    x, weight = _lift(x), _lift(weight)
+    x, weight = as_tensor(x), as_tensor(weight)
     if x.shape[-1] != weight.shape[0]:
         raise ValueError(f"linear: input has {x.shape[-1]} features (shape {x.shape}) but the weight "
                          f"expects {weight.shape[0]} (shape {weight.shape}).")
@@ -155,7 +154,7 @@ def linear(x, weight, bias=None) -> Tensor:
     x2 = x.data.reshape(-1, n_in)  # (N, in)
     out = x2 @ weight.data  # (N, in) @ (in, out) -> (N, out)
     if bias is not None:
-        bias = _lift(bias)
+        bias = as_tensor(bias)
         out += bias.data
 
     def _backward(g):
@@ -176,7 +175,7 @@ def layer_norm(x, weight=None, bias=None, eps: float = 1e-5) -> Tensor:
     keeps nine arrays for backward. With ``x̂ = (x - μ)·rstd`` and ``d = g·w``:
     ``dx = rstd · (d - mean(d) - x̂ · mean(d · x̂))``, ``dw = Σ g·x̂``, ``db = Σ g``.
     """
-    x = _lift(x)
+    x = as_tensor(x)
     xp = backend.get_array_module(x.data)
     C = x.shape[-1]
     xhat = x.data - x.data.sum(axis=-1, keepdims=True) * (1.0 / C)  # centred, then scaled in place
@@ -184,7 +183,7 @@ def layer_norm(x, weight=None, bias=None, eps: float = 1e-5) -> Tensor:
     xhat *= rstd
     out = xhat * weight.data if weight is not None else xhat.copy()
     if bias is not None:
-        bias = _lift(bias)
+        bias = as_tensor(bias)
         out += bias.data
     parents = (x,) + tuple(p for p in (weight, bias) if p is not None)
 
@@ -215,7 +214,7 @@ def gelu(x) -> Tensor:
     because NumPy's exp is vectorised and its tanh is not. Fused to keep one array,
     ``s = σ(2u)``. Derivative: ``dy/dx = s + 2x·s(1 - s)·√(2/π)(1 + 3·0.044715x²)``.
     """
-    x = _lift(x)
+    x = as_tensor(x)
     xp = backend.get_array_module(x.data)
     s = x.data * x.data  # (...), reused in place: x² -> -2u -> exp(-2u) -> σ(2u)
     s *= 0.044715
@@ -249,7 +248,7 @@ def embedding(weight, ids) -> Tensor:
     so a token that appears twice gets both contributions. It scatters into the
     flattened table (one index per element): NumPy's add.at is much faster on 1-D.
     """
-    weight = _lift(weight)
+    weight = as_tensor(weight)
     xp = backend.get_array_module(weight.data)
     ids = ids.data if isinstance(ids, Tensor) else xp.asarray(ids)
     if ids.dtype.kind not in "iu":
@@ -282,7 +281,7 @@ def scaled_dot_product_attention(q, k, v, causal: bool = True, key_mask=None) ->
     probabilities: ``dv = Pᵀg``, ``dP = g vᵀ``, ``dS = P·(dP - Σ_k dP·P)``,
     ``dq = dS k / √hs``, ``dk = dSᵀ q / √hs``.
     """
-    q, k, v = _lift(q), _lift(k), _lift(v)
+    q, k, v = as_tensor(q), as_tensor(k), as_tensor(v)
     xp = backend.get_array_module(q.data)
     if q.ndim != 4 or k.shape != v.shape or k.ndim != 4 or q.shape[:2] != k.shape[:2] or q.shape[3] != k.shape[3]:
         raise ValueError(f"attention expects q (B, nh, Tq, hs) and k, v (B, nh, Tk, hs); "
@@ -323,7 +322,7 @@ def dropout(x, p: float, training: bool = True, rng=None) -> Tensor:
 
     Identity when not training or p == 0; RL forward passes rely on that (MATH.md §4).
     """
-    x = _lift(x)
+    x = as_tensor(x)
     if not 0.0 <= p < 1.0:
         raise ValueError(f"dropout probability must be in [0, 1), got {p}.")
     if not training or p == 0.0:

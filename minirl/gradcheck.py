@@ -19,7 +19,7 @@ import numpy as np
 
 from minirl import backend
 from minirl import functional as F
-from minirl import ops
+from minirl import indexing, ops
 from minirl.table import format_table
 from minirl.tensor import Tensor
 
@@ -103,14 +103,14 @@ CASES: list[Case] = [
     Case("matmul", ops.matmul, ((2, 1, 3, 4), (3, 4, 5))),
     Case("matmul", ops.matmul, ((4,), (4, 3))),
     Case("matmul", ops.matmul, ((4,), (4,))),
-    Case("reshape", lambda x: ops.reshape(x, (4, 6)), ((2, 3, 4),)),
-    Case("transpose", lambda x: ops.transpose(x, (2, 0, 1)), ((2, 3, 4),)),
+    Case("reshape", lambda x: indexing.reshape(x, (4, 6)), ((2, 3, 4),)),
+    Case("transpose", lambda x: indexing.transpose(x, (2, 0, 1)), ((2, 3, 4),)),
     Case("getitem", lambda x: x[[0, 2, 0], 1:], ((3, 4),)),
-    Case("gather", lambda x: ops.gather(x, _ids(3, 6, high=5), axis=-1), ((3, 5),)),
-    Case("concatenate", lambda a, b: ops.concatenate([a, b], axis=1), ((2, 3), (2, 2))),
-    Case("stack", lambda a, b: ops.stack([a, b], axis=1), ((2, 3), (2, 3))),
-    Case("where", lambda a, b: ops.where(_ids(3, 1, high=2).astype(bool), a, b), ((3, 4), (4,))),
-    Case("masked_fill", lambda x: ops.masked_fill(x, _ids(3, 4, high=2).astype(bool), -1.0), ((3, 4),)),
+    Case("gather", lambda x: indexing.gather(x, _ids(3, 6, high=5), axis=-1), ((3, 5),)),
+    Case("concatenate", lambda a, b: indexing.concatenate([a, b], axis=1), ((2, 3), (2, 2))),
+    Case("stack", lambda a, b: indexing.stack([a, b], axis=1), ((2, 3), (2, 3))),
+    Case("where", lambda a, b: indexing.where(_ids(3, 1, high=2).astype(bool), a, b), ((3, 4), (4,))),
+    Case("masked_fill", lambda x: indexing.masked_fill(x, _ids(3, 4, high=2).astype(bool), -1.0), ((3, 4),)),
     Case("clip", lambda x: ops.clip(x, -0.5, 0.5), ((4, 5),)),
     Case("astype", lambda x: ops.astype(x, np.float64), ((2, 3),)),
     Case("log_softmax", lambda x: F.log_softmax(x, axis=-1), ((3, 5),)),

@@ -14,7 +14,7 @@ import numpy as np
 
 from minirl import backend, nn
 from minirl import functional as F
-from minirl.ops import concatenate
+from minirl.indexing import concatenate
 from minirl.tensor import Tensor
 
 

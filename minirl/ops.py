@@ -12,35 +12,16 @@ import builtins
 import numpy as np
 
 from minirl import backend
-from minirl.tensor import Tensor, unbroadcast
+from minirl.tensor import Tensor, as_tensor, as_tensors, unbroadcast
 
 __all__ = [
     "add", "sub", "mul", "div", "pow", "neg", "exp", "log", "tanh", "sqrt",
-    "sum", "mean", "max", "matmul", "reshape", "transpose", "getitem", "gather",
-    "concatenate", "stack", "where", "masked_fill", "clip", "astype",
+    "sum", "mean", "max", "matmul", "clip", "astype",
 ]
 
 
-def _lift(x, like: Tensor | None = None) -> Tensor:
-    """Tensors pass through; scalars meeting a float tensor take its dtype (no silent upcast to float64)."""
-    if isinstance(x, Tensor):
-        return x
-    if like is not None and like.dtype.kind == "f" and (np.isscalar(x) or np.ndim(x) == 0):
-        return Tensor(backend.xp().asarray(x, dtype=like.dtype))
-    return Tensor(x)
-
-
-def _binary(a, b) -> tuple[Tensor, Tensor]:
-    like = a if isinstance(a, Tensor) else b if isinstance(b, Tensor) else None
-    return _lift(a, like), _lift(b, like)
-
-
-def _need(t: Tensor) -> bool:
-    return t.requires_grad
-
-
 def add(a, b) -> Tensor:
-    a, b = _binary(a, b)
+    a, b = as_tensors(a, b)
     out = a.data + b.data
 
     def _backward(g):
@@ -49,7 +30,7 @@ def add(a, b) -> Tensor:
 
 
 def sub(a, b) -> Tensor:
-    a, b = _binary(a, b)
+    a, b = as_tensors(a, b)
     out = a.data - b.data
 
     def _backward(g):
@@ -58,40 +39,40 @@ def sub(a, b) -> Tensor:
 
 
 def mul(a, b) -> Tensor:
-    a, b = _binary(a, b)
+    a, b = as_tensors(a, b)
     out = a.data * b.data
 
     def _backward(g):
-        return (unbroadcast(g * b.data, a.shape) if _need(a) else None,
-                unbroadcast(g * a.data, b.shape) if _need(b) else None)
+        return (unbroadcast(g * b.data, a.shape) if a.requires_grad else None,
+                unbroadcast(g * a.data, b.shape) if b.requires_grad else None)
     return Tensor._make(out, (a, b), _backward)
 
 
 def div(a, b) -> Tensor:
-    a, b = _binary(a, b)
+    a, b = as_tensors(a, b)
     out = a.data / b.data
 
     def _backward(g):  # d(a/b)/da = 1/b,  d(a/b)/db = -a/b² = -out/b
-        return (unbroadcast(g / b.data, a.shape) if _need(a) else None,
-                unbroadcast(-g * out / b.data, b.shape) if _need(b) else None)
+        return (unbroadcast(g / b.data, a.shape) if a.requires_grad else None,
+                unbroadcast(-g * out / b.data, b.shape) if b.requires_grad else None)
     return Tensor._make(out, (a, b), _backward)
 
 
 def pow(a, b) -> Tensor:
     """a ** b. d/da = b·a^(b-1); d/db = a^b·log a (only defined for a > 0)."""
-    a, b = _binary(a, b)
+    a, b = as_tensors(a, b)
     out = a.data ** b.data
 
     def _backward(g):
         xp = backend.get_array_module(out)
-        ga = unbroadcast(g * b.data * a.data ** (b.data - 1), a.shape) if _need(a) else None
-        gb = unbroadcast(g * out * xp.log(a.data), b.shape) if _need(b) else None
+        ga = unbroadcast(g * b.data * a.data ** (b.data - 1), a.shape) if a.requires_grad else None
+        gb = unbroadcast(g * out * xp.log(a.data), b.shape) if b.requires_grad else None
         return ga, gb
     return Tensor._make(out, (a, b), _backward)
 
 
 def neg(a) -> Tensor:
-    a = _lift(a)
+    a = as_tensor(a)
 
     def _backward(g):
         return (-g,)
@@ -99,7 +80,7 @@ def neg(a) -> Tensor:
 
 
 def exp(a) -> Tensor:
-    a = _lift(a)
+    a = as_tensor(a)
     out = backend.get_array_module(a.data).exp(a.data)
 
     def _backward(g):  # d e^a = e^a
@@ -108,7 +89,7 @@ def exp(a) -> Tensor:
 
 
 def log(a) -> Tensor:
-    a = _lift(a)
+    a = as_tensor(a)
     out = backend.get_array_module(a.data).log(a.data)
 
     def _backward(g):  # d log a = 1/a
@@ -117,7 +98,7 @@ def log(a) -> Tensor:
 
 
 def tanh(a) -> Tensor:
-    a = _lift(a)
+    a = as_tensor(a)
     out = backend.get_array_module(a.data).tanh(a.data)
 
     def _backward(g):  # d tanh a = 1 - tanh² a
@@ -126,7 +107,7 @@ def tanh(a) -> Tensor:
 
 
 def sqrt(a) -> Tensor:
-    a = _lift(a)
+    a = as_tensor(a)
     out = backend.get_array_module(a.data).sqrt(a.data)
 
     def _backward(g):  # d √a = 1 / (2√a)
@@ -153,7 +134,7 @@ def _expand(g, shape, axes, keepdims):
 
 
 def sum(a, axis=None, keepdims: bool = False) -> Tensor:
-    a = _lift(a)
+    a = as_tensor(a)
     axes = _axes(axis, a.ndim)
     out = a.data.sum(axis=axes, keepdims=keepdims)
 
@@ -164,7 +145,7 @@ def sum(a, axis=None, keepdims: bool = False) -> Tensor:
 
 
 def mean(a, axis=None, keepdims: bool = False) -> Tensor:
-    a = _lift(a)
+    a = as_tensor(a)
     axes = _axes(axis, a.ndim)
     count = int(np.prod([a.shape[i] for i in axes])) if axes else 1
     return sum(a, axes, keepdims) / count
@@ -172,7 +153,7 @@ def mean(a, axis=None, keepdims: bool = False) -> Tensor:
 
 def max(a, axis=None, keepdims: bool = False) -> Tensor:
     """Maximum over axes. The gradient goes to the arg-max; ties share it equally."""
-    a = _lift(a)
+    a = as_tensor(a)
     axes = _axes(axis, a.ndim)
     out = a.data.max(axis=axes, keepdims=keepdims)
 
@@ -189,7 +170,7 @@ def matmul(a, b) -> Tensor:
     A 1-D operand is treated as a row (left) or column (right) vector, as in NumPy.
     d/da = g @ bᵀ and d/db = aᵀ @ g, summed over any broadcast batch dims.
     """
-    a, b = _binary(a, b)
+    a, b = as_tensors(a, b)
     if a.ndim == 0 or b.ndim == 0:
         raise ValueError(f"matmul needs at least 1-D operands, got shapes {a.shape} and {b.shape}; use * for scalars.")
     if a.shape[-1] != b.shape[0 if b.ndim == 1 else -2]:
@@ -215,9 +196,9 @@ def matmul(a, b) -> Tensor:
         if a.ndim == 1:
             G = xp.expand_dims(G, -2)  # (..., n, m)
         ga = gb = None
-        if _need(a):
+        if a.requires_grad:
             ga = unbroadcast(G @ xp.swapaxes(B, -1, -2), A.shape).reshape(a.shape)
-        if _need(b):
+        if b.requires_grad:
             gb = unbroadcast(xp.swapaxes(A, -1, -2) @ G, B.shape).reshape(b.shape)
         return ga, gb
     return Tensor._make(out, (a, b), _backward)
@@ -236,139 +217,15 @@ def _matmul_folded(a: Tensor, b: Tensor) -> Tensor:
 
     def _backward(g):
         g2 = g.reshape(-1, m)  # (N, m)
-        ga = (g2 @ b.data.T).reshape(a.shape) if _need(a) else None  # (N, m) @ (m, k)
-        gb = a2.T @ g2 if _need(b) else None  # (k, N) @ (N, m)
+        ga = (g2 @ b.data.T).reshape(a.shape) if a.requires_grad else None  # (N, m) @ (m, k)
+        gb = a2.T @ g2 if b.requires_grad else None  # (k, N) @ (N, m)
         return ga, gb
     return Tensor._make(out, (a, b), _backward)
 
 
-def reshape(a, shape) -> Tensor:
-    a = _lift(a)
-    try:
-        out = a.data.reshape(shape)
-    except ValueError as e:
-        raise ValueError(f"cannot reshape a tensor of shape {a.shape} ({a.size} elements) into {tuple(shape)}.") from e
-
-    def _backward(g):
-        return (g.reshape(a.shape),)
-    return Tensor._make(out, (a,), _backward)
-
-
-def transpose(a, axes=None) -> Tensor:
-    """Permute axes (reverse them when `axes` is None). The gradient applies the inverse permutation."""
-    a = _lift(a)
-    if axes is not None and any(not -a.ndim <= ax < a.ndim for ax in axes):
-        raise ValueError(f"transpose axes {tuple(axes)} are out of range for a tensor with {a.ndim} dimensions.")
-    axes = tuple(range(a.ndim))[::-1] if axes is None else tuple(ax % builtins.max(a.ndim, 1) for ax in axes)
-    if sorted(axes) != list(range(a.ndim)):
-        raise ValueError(f"transpose axes {axes} are not a permutation of the {a.ndim} axes of shape {a.shape}.")
-    inverse = tuple(np.argsort(axes))
-
-    def _backward(g):
-        return (g.transpose(inverse),)
-    return Tensor._make(a.data.transpose(axes), (a,), _backward)
-
-
-def _index_data(index):
-    """Tensors and arrays used as indices become arrays of the active backend."""
-    if isinstance(index, tuple):
-        return tuple(_index_data(i) for i in index)
-    if isinstance(index, Tensor):
-        return index.data
-    if hasattr(index, "dtype"):
-        return backend.to_backend(index)
-    return index
-
-
-def getitem(a, index) -> Tensor:
-    """Basic and advanced indexing. The gradient scatter-adds, so repeated indices accumulate."""
-    a = _lift(a)
-    index = _index_data(index)
-    out = a.data[index]
-
-    def _backward(g):
-        full = backend.get_array_module(g).zeros_like(a.data)
-        if _is_basic(index):  # slices and ints never repeat a position: plain assignment
-            full[index] = g
-        else:
-            backend.scatter_add(full, index, g)
-        return (full,)
-    return Tensor._make(out, (a,), _backward)
-
-
-def _is_basic(index) -> bool:
-    parts = index if isinstance(index, tuple) else (index,)
-    return all(p is None or p is Ellipsis or isinstance(p, (slice, int, np.integer)) for p in parts)
-
-
-def gather(a, index, axis: int = -1) -> Tensor:
-    """``out[..., i, ...] = a[..., index[..., i, ...], ...]`` along `axis` (take_along_axis).
-
-    Used to pick the log-prob of each chosen token. The backward scatter-adds `g`
-    into the positions that were read.
-    """
-    a = _lift(a)
-    index = _index_data(index)
-    xp = backend.get_array_module(a.data)
-    axis = axis % a.ndim
-    if index.ndim != a.ndim or any(n != m for d, (n, m) in enumerate(zip(index.shape, a.shape)) if d != axis):
-        raise ValueError(f"gather along axis {axis}: index shape {index.shape} must match the tensor's "
-                         f"shape {a.shape} in every other axis.")
-    out = xp.take_along_axis(a.data, index, axis=axis)
-
-    def _backward(g):
-        full = xp.zeros_like(a.data)
-        positions = list(xp.ogrid[tuple(slice(n) for n in index.shape)])
-        positions[axis] = index
-        backend.scatter_add(full, tuple(positions), g)
-        return (full,)
-    return Tensor._make(out, (a,), _backward)
-
-
-def concatenate(tensors, axis: int = 0) -> Tensor:
-    tensors = [_lift(t) for t in tensors]
-    xp = backend.get_array_module(tensors[0].data)
-    out = xp.concatenate([t.data for t in tensors], axis=axis)
-    bounds = np.cumsum([t.shape[axis] for t in tensors])[:-1].tolist()
-
-    def _backward(g):
-        return tuple(xp.split(g, bounds, axis=axis))
-    return Tensor._make(out, tensors, _backward)
-
-
-def stack(tensors, axis: int = 0) -> Tensor:
-    tensors = [_lift(t) for t in tensors]
-    xp = backend.get_array_module(tensors[0].data)
-    out = xp.stack([t.data for t in tensors], axis=axis)
-
-    def _backward(g):
-        return tuple(xp.moveaxis(g, axis, 0))
-    return Tensor._make(out, tensors, _backward)
-
-
-def where(condition, a, b) -> Tensor:
-    """Pick `a` where `condition` is true, else `b`; each gets the gradient only where it was picked."""
-    a, b = _binary(a, b)
-    cond = _index_data(condition)
-    xp = backend.get_array_module(a.data, b.data)
-    out = xp.where(cond, a.data, b.data)
-
-    def _backward(g):
-        zero = xp.zeros((), dtype=g.dtype)
-        return (unbroadcast(xp.where(cond, g, zero), a.shape) if _need(a) else None,
-                unbroadcast(xp.where(cond, zero, g), b.shape) if _need(b) else None)
-    return Tensor._make(out, (a, b), _backward)
-
-
-def masked_fill(a, mask, value: float) -> Tensor:
-    """`a` with `value` wherever `mask` is true (e.g. -inf above the causal diagonal)."""
-    a = _lift(a)
-    return where(mask, _lift(value, a), a)
-
-
 def clip(a, lo=None, hi=None) -> Tensor:
     """Clamp to [lo, hi]. The gradient passes where lo ≤ a ≤ hi and is zero outside."""
-    a = _lift(a)
+    a = as_tensor(a)
     if lo is None and hi is None:
         raise ValueError("clip needs at least one of lo and hi.")
     xp = backend.get_array_module(a.data)
@@ -385,7 +242,7 @@ def clip(a, lo=None, hi=None) -> Tensor:
 
 
 def astype(a, dtype) -> Tensor:
-    a = _lift(a)
+    a = as_tensor(a)
 
     def _backward(g):
         return (g.astype(a.dtype),)

@@ -262,7 +262,7 @@ class Tensor:
         return ops.matmul(other, self)
 
     def __getitem__(self, index):
-        return ops.getitem(self, index)
+        return indexing.getitem(self, index)
 
     def exp(self):
         return ops.exp(self)
@@ -286,22 +286,38 @@ class Tensor:
         return ops.max(self, axis, keepdims)
 
     def reshape(self, *shape):
-        return ops.reshape(self, shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape)
+        return indexing.reshape(self, shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape)
 
     def transpose(self, *axes):
-        return ops.transpose(self, axes[0] if len(axes) == 1 and isinstance(axes[0], (tuple, list)) else (axes or None))
+        return indexing.transpose(self, axes[0] if len(axes) == 1 and isinstance(axes[0], (tuple, list)) else (axes or None))
 
     permute = transpose
 
     @property
     def T(self):
-        return ops.transpose(self, None)
+        return indexing.transpose(self, None)
 
     def clip(self, lo=None, hi=None):
         return ops.clip(self, lo, hi)
 
     def masked_fill(self, mask, value):
-        return ops.masked_fill(self, mask, value)
+        return indexing.masked_fill(self, mask, value)
 
 
-from minirl import ops  # noqa: E402  (ops builds on Tensor; the methods above call it lazily)
+def as_tensor(x, like: Tensor | None = None) -> Tensor:
+    """Tensors pass through; anything else is wrapped. A scalar meeting a float tensor
+    takes its dtype, so ``x * 0.5`` stays float32 instead of silently becoming float64."""
+    if isinstance(x, Tensor):
+        return x
+    if like is not None and like.dtype.kind == "f" and (np.isscalar(x) or np.ndim(x) == 0):
+        return Tensor(backend.xp().asarray(x, dtype=like.dtype))
+    return Tensor(x)
+
+
+def as_tensors(a, b) -> tuple[Tensor, Tensor]:
+    """Both operands of a binary op as Tensors, scalars taking the dtype of the other side."""
+    like = a if isinstance(a, Tensor) else b if isinstance(b, Tensor) else None
+    return as_tensor(a, like), as_tensor(b, like)
+
+
+from minirl import indexing, ops  # noqa: E402  (they build on Tensor; the methods above call them lazily)

@@ -5,7 +5,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from minirl import ops
+from minirl import indexing, ops
 from minirl.gradcheck import check_grad
 
 shapes = hnp.array_shapes(min_dims=0, max_dims=3, min_side=1, max_side=4)
@@ -95,9 +95,9 @@ def test_matmul(backend_name, ab, seed):
 def test_reshape_and_transpose(backend_name, shape, seed, data):
     size = int(np.prod(shape))
     target = data.draw(st.sampled_from([(size,), (1, size), (size, 1), shape[::-1]]))
-    assert_grads(lambda x: ops.reshape(x, target), normal(shape, seed))
+    assert_grads(lambda x: indexing.reshape(x, target), normal(shape, seed))
     axes = tuple(data.draw(st.permutations(range(len(shape)))))
-    assert_grads(lambda x: ops.transpose(x, axes), normal(shape, seed))
+    assert_grads(lambda x: indexing.transpose(x, axes), normal(shape, seed))
 
 
 @given(nonscalar_shapes, seeds, st.data())
@@ -115,7 +115,7 @@ def test_gather_scatter_adds_repeats(backend_name, shape, seed, data):
     index_shape = list(shape)
     index_shape[axis] = data.draw(st.integers(1, 5))
     index = np.random.default_rng(seed).integers(0, shape[axis], size=index_shape)
-    assert_grads(lambda x: ops.gather(x, index, axis=axis), normal(shape, seed))
+    assert_grads(lambda x: indexing.gather(x, index, axis=axis), normal(shape, seed))
 
 
 @given(nonscalar_shapes, seeds, st.data(), st.integers(1, 3))
@@ -123,19 +123,19 @@ def test_concatenate_and_stack(backend_name, shape, seed, data, count):
     axis = data.draw(st.integers(0, len(shape) - 1))
     sizes = data.draw(st.lists(st.integers(1, 3), min_size=count, max_size=count))
     parts = [normal(shape[:axis] + (n,) + shape[axis + 1:], seed + i) for i, n in enumerate(sizes)]
-    assert_grads(lambda *xs: ops.concatenate(xs, axis=axis), *parts)
+    assert_grads(lambda *xs: indexing.concatenate(xs, axis=axis), *parts)
     same = [normal(shape, seed + i) for i in range(count)]
-    assert_grads(lambda *xs: ops.stack(xs, axis=axis), *same)
+    assert_grads(lambda *xs: indexing.stack(xs, axis=axis), *same)
 
 
 @given(hnp.mutually_broadcastable_shapes(num_shapes=3, min_dims=0, max_dims=3, max_side=3), seeds)
 def test_where_and_masked_fill(backend_name, three, seed):
     c_shape, a_shape, b_shape = three.input_shapes
     cond = np.random.default_rng(seed).random(c_shape) < 0.5
-    assert_grads(lambda a, b: ops.where(cond, a, b), normal(a_shape, seed), normal(b_shape, seed + 1))
+    assert_grads(lambda a, b: indexing.where(cond, a, b), normal(a_shape, seed), normal(b_shape, seed + 1))
     full = np.broadcast_shapes(c_shape, a_shape)
     mask = np.random.default_rng(seed).random(full) < 0.5
-    assert_grads(lambda a: ops.masked_fill(a, mask, -3.0), normal(full, seed))
+    assert_grads(lambda a: indexing.masked_fill(a, mask, -3.0), normal(full, seed))
 
 
 @given(shapes, seeds, st.floats(-1.0, 0.0), st.floats(0.1, 1.0))

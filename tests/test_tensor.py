@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from minirl import ops
+from minirl import indexing
 from minirl.tensor import Tensor, no_grad, unbroadcast
 
 
@@ -111,7 +111,7 @@ def test_operators_and_methods_agree_with_numpy(backend_name):
     np.testing.assert_allclose(t.max(axis=0).numpy(), a.max(axis=0))
     np.testing.assert_allclose(t.mean(axis=(0, 1), keepdims=True).numpy(), a.mean(axis=(0, 1), keepdims=True))
     np.testing.assert_allclose(t.clip(0.8, 1.2).numpy(), a.clip(0.8, 1.2))
-    np.testing.assert_allclose(ops.stack([t, t], axis=-1).numpy(), np.stack([a, a], axis=-1))
+    np.testing.assert_allclose(indexing.stack([t, t], axis=-1).numpy(), np.stack([a, a], axis=-1))
     assert "requires_grad=True" in repr(Tensor(a, requires_grad=True)) and "shape=(3, 4)" in repr(t)
     assert t.sum().item() == pytest.approx(a.sum())
 
@@ -137,4 +137,4 @@ def test_more_shape_errors_are_clear():
     with pytest.raises(ValueError, match=r"transpose axes \(0, 3\) are out of range"):
         Tensor(np.ones((2, 3))).transpose(0, 3)
     with pytest.raises(ValueError, match="index shape .* must match"):
-        ops.gather(Tensor(np.ones((2, 3))), np.zeros((1, 2), dtype=int), axis=1)
+        indexing.gather(Tensor(np.ones((2, 3))), np.zeros((1, 2), dtype=int), axis=1)
