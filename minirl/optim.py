@@ -168,25 +168,26 @@ def _check_schedule(step: int, total_steps: int, warmup_steps: int) -> None:
         raise ValueError(f"step must be >= 0, got {step}.")
 
 
-def warmup_cosine(step: int, *, max_lr: float, total_steps: int, warmup_steps: int = 0,
-                  min_lr: float = 0.0) -> float:
-    """Linear warmup from 0 to max_lr, then a cosine decay to min_lr at total_steps (held after)."""
+def _warmup_then_decay(step, max_lr, total_steps, warmup_steps, min_lr, decay) -> float:
+    """Linear warmup over `warmup_steps`, then ``min_lr + (max_lr - min_lr)·decay(progress)``
+    with progress going 0 -> 1 until `total_steps`, and min_lr after."""
     _check_schedule(step, total_steps, warmup_steps)
     if step < warmup_steps:
         return max_lr * (step + 1) / warmup_steps
     if step >= total_steps:
         return min_lr
     progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-    return min_lr + 0.5 * (max_lr - min_lr) * (1.0 + math.cos(math.pi * progress))
+    return min_lr + (max_lr - min_lr) * decay(progress)
+
+
+def warmup_cosine(step: int, *, max_lr: float, total_steps: int, warmup_steps: int = 0,
+                  min_lr: float = 0.0) -> float:
+    """Linear warmup from 0 to max_lr, then a cosine decay to min_lr at total_steps (held after)."""
+    return _warmup_then_decay(step, max_lr, total_steps, warmup_steps, min_lr,
+                              lambda p: 0.5 * (1.0 + math.cos(math.pi * p)))
 
 
 def warmup_linear(step: int, *, max_lr: float, total_steps: int, warmup_steps: int = 0,
                   min_lr: float = 0.0) -> float:
     """Linear warmup from 0 to max_lr, then a straight line down to min_lr at total_steps."""
-    _check_schedule(step, total_steps, warmup_steps)
-    if step < warmup_steps:
-        return max_lr * (step + 1) / warmup_steps
-    if step >= total_steps:
-        return min_lr
-    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-    return max_lr + (min_lr - max_lr) * progress
+    return _warmup_then_decay(step, max_lr, total_steps, warmup_steps, min_lr, lambda p: 1.0 - p)
