@@ -17,7 +17,7 @@ from minirl.tensor import Tensor, as_tensor
 
 __all__ = [
     "log_softmax", "softmax", "cross_entropy", "linear", "layer_norm", "gelu",
-    "embedding", "scaled_dot_product_attention", "dropout",
+    "embedding", "scaled_dot_product_attention", "log_sigmoid", "dropout",
 ]
 
 
@@ -314,6 +314,23 @@ def scaled_dot_product_attention(q, k, v, causal: bool = True, key_mask=None) ->
         dk = xp.swapaxes(dS, -1, -2) @ q.data
         return dq, dk, dv
     return Tensor._make(out, (q, k, v), _backward)
+
+
+def log_sigmoid(x) -> Tensor:
+    """``log σ(x) = −log(1 + e^{−x})``, the log-likelihood in Bradley–Terry and DPO.
+
+    Fused because the chain overflows: computed as ``min(x, 0) − log(1 + e^{−|x|})``,
+    finite for any x. Derivative: ``d/dx log σ(x) = 1 − σ(x) = σ(−x)``.
+    """
+    x = as_tensor(x)
+    xp = backend.get_array_module(x.data)
+    e = xp.exp(-xp.abs(x.data))  # in (0, 1]: never overflows
+    out = xp.minimum(x.data, 0) - xp.log1p(e)
+
+    def _backward(g):
+        sigma_neg = xp.where(x.data >= 0, e / (1 + e), 1 / (1 + e))  # σ(−x), from e = exp(−|x|)
+        return (g * sigma_neg,)
+    return Tensor._make(out, (x,), _backward)
 
 
 def dropout(x, p: float, training: bool = True, rng=None) -> Tensor:

@@ -86,7 +86,7 @@ class Tensor:
     """An n-dimensional array that records how it was computed, for reverse-mode autodiff."""
 
     __slots__ = ("data", "grad", "requires_grad", "_parents", "_backward", "__weakref__")
-    __array_priority__ = 1000  # so `ndarray * Tensor` defers to Tensor.__rmul__
+    __array_ufunc__ = None  # so `ndarray * Tensor` defers to Tensor.__rmul__ instead of making an object array
 
     def __init__(self, data, requires_grad: bool = False, dtype=None):
         self.data = _as_array(data, dtype)
