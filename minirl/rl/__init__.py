@@ -1,0 +1,1 @@
+"""Post-training: the RL math (KL estimators, advantages, losses) and the trainers built on it."""

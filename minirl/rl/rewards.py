@@ -1,0 +1,64 @@
+"""Sequence scores and the per-token rewards PG and PPO optimise (MATH.md §3).
+
+``r_t = −β·k(t) + [t = T]·R(x, y)``: every response token pays the KL penalty to the
+reference model, and the last response token T (the EOT, when one was emitted) also
+collects the sequence score R. An optional penalty is added to R when the response
+ran out of tokens without emitting EOT.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Sequence
+
+from minirl import backend
+from minirl.rl.kl import kl_penalty
+
+
+def check_scores(scores, n: int, source: str = "the reward function") -> list[float]:
+    """Validate what a reward function returned: one finite number per response."""
+    try:
+        values = [float(s) for s in scores]
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{source} must return a sequence of numbers, one per response; got {scores!r:.200}.") from e
+    if len(values) != n:
+        raise ValueError(f"{source} returned {len(values)} scores for {n} responses; it must return one per response.")
+    bad = [i for i, v in enumerate(values) if not math.isfinite(v)]
+    if bad:
+        raise ValueError(f"{source} returned non-finite scores (NaN or inf) for responses {bad[:10]}; "
+                         "make it return a finite number for every text.")
+    return values
+
+
+def score_texts(reward_fn: Callable[[list[str]], Sequence[float]], texts: list[str]):
+    """Call a plain Python reward function on decoded responses and check its answer."""
+    return check_scores(reward_fn(texts), len(texts), source=getattr(reward_fn, "__name__", "the reward function"))
+
+
+def last_token_index(mask):
+    """(B,) column of each row's last masked token: the T of ``[t = T]`` (−1 for an empty row)."""
+    xp = backend.get_array_module(mask)
+    T = mask.shape[1]
+    flipped_first = xp.argmax(mask[:, ::-1].astype(bool), axis=1)
+    return xp.where(mask.any(axis=1), T - 1 - flipped_first, -1)
+
+
+def token_rewards(scores, logprobs, ref_logprobs, mask, kl_coef: float, kl_estimator: str = "k1",
+                  ended=None, missing_eos_penalty: float = 0.0):
+    """Per-token rewards ``r_t = −β·k(t) + [t = T]·R``, and the per-token KL k(t); both (B, T).
+
+    scores (B,): R(x, y). logprobs, ref_logprobs (B, T): log-probs of the sampled tokens
+    under π_θ (or π_old) and π_ref. mask (B, T): response tokens. ended (B,) bool: rows
+    that emitted EOT; the others get ``R + missing_eos_penalty`` (use a negative penalty).
+    """
+    xp = backend.get_array_module(logprobs)
+    m = mask.astype(logprobs.dtype)
+    kl = kl_penalty(logprobs, ref_logprobs, kl_estimator) * m  # (B, T)
+    scores = xp.asarray(scores, dtype=logprobs.dtype)
+    if ended is not None and missing_eos_penalty:
+        scores = scores + xp.where(xp.asarray(ended), 0.0, missing_eos_penalty).astype(logprobs.dtype)
+    rewards = -kl_coef * kl
+    last = last_token_index(mask)
+    rows = xp.flatnonzero(last >= 0)
+    rewards[rows, last[rows]] += scores[rows]
+    return rewards, kl
