@@ -193,12 +193,14 @@ class GPT(nn.Module):
         """Mean next-token NLL over counted tokens (MATH.md §1)."""
         return F.cross_entropy(self(idx), targets, mask=mask)
 
-    def logprobs(self, tokens, attention_mask=None, temperature: float = 1.0) -> Tensor:
+    def logprobs(self, tokens, attention_mask=None, temperature: float = 1.0, with_entropy: bool = False):
         """``out[b, t] = log π(tokens[b, t] | tokens[b, <t])`` at temperature τ, in one forward pass.
 
         (B, T) -> (B, T); column 0 has no context and is 0. Differentiable: this is
         what the RL losses call. Use the sampling temperature, so these are the
         log-probs of the distribution the tokens were drawn from (MATH.md §3).
+        With `with_entropy`, also returns the entropy ``−Σ_v π(v|s_t) log π(v|s_t)`` of
+        the distribution each token was drawn from, on the same (B, T) grid.
         """
         xp = backend.xp()
         tokens = self._check_ids(tokens, 0)
@@ -209,13 +211,18 @@ class GPT(nn.Module):
             raise ValueError(f"attention_mask has shape {mask.shape}, tokens {tokens.shape}; they must match.")
         first = Tensor(xp.zeros((tokens.shape[0], 1), dtype=backend.default_dtype()))
         if tokens.shape[1] == 1:  # a lone token has no context to be predicted from
-            return first
+            return (first, first) if with_entropy else first
         positions = positions_from_mask(mask[:, :-1])
         logits = self(tokens[:, :-1], key_mask=mask[:, :-1], positions=positions)  # (B, T-1, V)
         if temperature != 1.0:
             logits = logits / temperature  # the same expression as sampling uses, to the last bit
         logp = -F.cross_entropy(logits, tokens[:, 1:], reduction="none")  # (B, T-1)
-        return concatenate([first.astype(logp.dtype), logp], axis=1)
+        logp = concatenate([first.astype(logp.dtype), logp], axis=1)
+        if not with_entropy:
+            return logp
+        log_dist = F.log_softmax(logits)  # (B, T-1, V)
+        ent = -(log_dist.exp() * log_dist).sum(axis=-1)  # (B, T-1)
+        return logp, concatenate([first.astype(ent.dtype), ent], axis=1)
 
     def num_parameters(self, exclude_embeddings: bool = False) -> int:
         n = super().num_parameters()

@@ -1,0 +1,82 @@
+"""REINFORCE / vanilla policy gradient with the KL penalty in the reward (MATH.md §3, §4).
+
+The seed tutorial's algorithm: every response token is rewarded ``r_t = −β·k1(t)``,
+the last one also gets R(x, y), the return ``G_t`` sums what follows, and one gradient
+step follows ``−(1/Σm) Σ_t m_t log π_θ(a_t|s_t)·sg(G_t − b_t)``. With k1 in the reward,
+the expected gradient is exactly that of ``E[R] − β·KL(π_θ‖π_ref)``, so its fixed point
+is ``π* ∝ π_ref·exp(R/β)`` (MATH.md §12).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from minirl import optim
+from minirl.rl.advantages import RunningMeanBaseline, discounted_returns, whiten
+from minirl.rl.losses import masked_mean, pg_loss
+from minirl.rl.rollout import Rollout
+
+BASELINES = ("none", "mean", "value")
+
+
+@dataclass
+class PGConfig:
+    kl_coef: float = 0.05
+    """β, the price of one nat of KL to the reference, paid per token"""
+    kl_estimator: str = "k1"
+    """k1 (unbiased; the one with the closed-form optimum), k2 or k3"""
+    gamma: float = 1.0
+    """discount over response tokens"""
+    baseline: str = "mean"
+    """none, mean (a running mean of R) or value (the rollout's V(s_t))"""
+    whiten_advantages: bool = False
+    """rescale G − b to unit variance per batch (changes the step size, not the fixed point)"""
+    temperature: float = 1.0
+    """sampling temperature τ; log-probs are taken at the same τ"""
+    max_grad_norm: float = 1.0
+    """clip the global gradient norm (0: no clipping)"""
+
+    def __post_init__(self):
+        if self.baseline not in BASELINES:
+            raise ValueError(f"unknown baseline {self.baseline!r}; choose one of {', '.join(BASELINES)}.")
+
+
+def reinforce_update(policy, optimizer, rollout: Rollout, config: PGConfig,
+                     running_mean: RunningMeanBaseline | None = None) -> dict:
+    """One REINFORCE step on a rollout; returns its metrics."""
+    mask = rollout.response_mask
+    returns = discounted_returns(rollout.rewards, mask, config.gamma)  # G_t
+    if config.baseline == "mean":
+        if running_mean is None:
+            raise ValueError("baseline='mean' needs a RunningMeanBaseline to carry between updates.")
+        advantages = returns - running_mean.update(rollout.scores)
+    elif config.baseline == "value":
+        if rollout.values is None:
+            raise ValueError("baseline='value' needs a rollout collected with a value model.")
+        advantages = returns - rollout.values
+    else:
+        advantages = returns
+    advantages = advantages * mask
+    if config.whiten_advantages:
+        advantages = whiten(advantages, mask)
+    logprobs = policy.logprobs(rollout.tokens, rollout.attention_mask, temperature=config.temperature)
+    loss, stats = pg_loss(logprobs, advantages, mask)
+    optimizer.zero_grad()
+    loss.backward()
+    if config.max_grad_norm > 0:
+        stats["grad_norm"] = optim.clip_grad_norm(optimizer.params, config.max_grad_norm)
+    optimizer.step()
+    stats.update(rollout_stats(rollout))
+    return stats
+
+
+def rollout_stats(rollout: Rollout) -> dict:
+    """What every algorithm logs about its samples: score, KL to the reference, length."""
+    mask = rollout.response_mask
+    return {
+        "score_mean": float(rollout.scores.mean()),
+        "kl_to_ref": float((rollout.kl * mask).sum(axis=1).mean()),  # nats per response
+        "kl_per_token": float(masked_mean(rollout.kl, mask)),
+        "response_length": float(mask.sum(axis=1).mean()),
+        "ended_fraction": float(rollout.ended.mean()),
+    }
