@@ -30,25 +30,34 @@ def discounted_returns(rewards, mask, gamma: float = 1.0):
     return returns
 
 
-def gae(rewards, values, mask, gamma: float = 1.0, lam: float = 0.95):
-    """Generalised advantage estimation (Schulman et al. 2016); returns ``(advantages, returns)``.
-
-    ``δ_t = r_t + γ V(s_{t+1}) − V(s_t)`` with ``V(s_{T+1}) = 0`` after the last step,
-    ``A_t = Σ_{l≥0} (γλ)^l δ_{t+l}``, computed backwards as ``A_t = δ_t + γλ A_{t+1}``,
-    and the value targets ``R_t = A_t + V(s_t)``. Vectorised over the batch; a loop over T.
-    """
+def td_residuals(rewards, values, mask, gamma: float = 1.0):
+    """``δ_t = r_t + γ V(s_{t+1}) − V(s_t)``, with ``V(s_{T+1}) = 0`` after the last step; 0 where m_t = 0."""
     _check(mask, rewards, values)
     xp = backend.get_array_module(rewards)
     m = mask.astype(bool)
-    advantages = xp.zeros_like(rewards)
+    deltas = xp.zeros_like(rewards)
     next_value = xp.zeros(rewards.shape[0], dtype=rewards.dtype)  # (B,) V(s_{t+1})
+    for t in range(rewards.shape[1] - 1, -1, -1):
+        deltas[:, t] = xp.where(m[:, t], rewards[:, t] + gamma * next_value - values[:, t], 0)
+        next_value = xp.where(m[:, t], values[:, t], next_value)
+    return deltas
+
+
+def gae(rewards, values, mask, gamma: float = 1.0, lam: float = 0.95):
+    """Generalised advantage estimation (Schulman et al. 2016); returns ``(advantages, returns)``.
+
+    ``A_t = Σ_{l≥0} (γλ)^l δ_{t+l}`` over the TD residuals δ (`td_residuals`), computed
+    backwards as ``A_t = δ_t + γλ A_{t+1}``, and the value targets ``R_t = A_t + V(s_t)``.
+    Vectorised over the batch; a loop over T.
+    """
+    xp = backend.get_array_module(rewards)
+    m = mask.astype(bool)
+    deltas = td_residuals(rewards, values, mask, gamma)
+    advantages = xp.zeros_like(rewards)
     next_advantage = xp.zeros(rewards.shape[0], dtype=rewards.dtype)  # (B,) A_{t+1}
     for t in range(rewards.shape[1] - 1, -1, -1):
-        delta = rewards[:, t] + gamma * next_value - values[:, t]
-        advantage = delta + gamma * lam * next_advantage
-        next_value = xp.where(m[:, t], values[:, t], next_value)
-        next_advantage = xp.where(m[:, t], advantage, next_advantage)
-        advantages[:, t] = xp.where(m[:, t], advantage, 0)
+        next_advantage = xp.where(m[:, t], deltas[:, t] + gamma * lam * next_advantage, next_advantage)
+        advantages[:, t] = xp.where(m[:, t], next_advantage, 0)
     returns = xp.where(m, advantages + values, 0)
     return advantages, returns
 

@@ -1,0 +1,98 @@
+"""The RL loop shared by the sampling algorithms: rollout, update, log, repeat.
+
+    history = train_rl(policy, ref, prompts, vader_reward, tokenizer=tok, config=RLConfig(algo="ppo"))
+
+Each iteration samples `batch_size` prompts, collects one rollout (`rollout.py`), runs
+the algorithm's update (`pg.reinforce_update` or `ppo.ppo_update`), optionally adapts β
+(Ziegler et al. 2019), and appends one dict of metrics to a JSONL file.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+
+from minirl import backend, optim
+from minirl.progress import Progress
+from minirl.rl.advantages import RunningMeanBaseline
+from minirl.rl.kl import AdaptiveKLController
+from minirl.rl.pg import PGConfig, reinforce_update
+from minirl.rl.ppo import PPOConfig, ppo_update
+from minirl.rl.rollout import collect_rollout
+
+ALGOS = ("pg", "ppo")
+
+
+@dataclass
+class RLConfig:
+    algo: str = "ppo"
+    """pg (REINFORCE with KL in the reward) or ppo"""
+    iterations: int = 100
+    """rollouts collected (one update each)"""
+    batch_size: int = 32
+    """responses per rollout"""
+    max_new_tokens: int = 48
+    """response length cap"""
+    lr: float = 5e-4
+    """AdamW learning rate for the policy (and value model)"""
+    kl_target: float | None = None
+    """if set, adapt β toward this KL to the reference (nats per response)"""
+    kl_horizon: int = 10_000
+    """the adaptive controller's horizon, in responses"""
+    missing_eos_penalty: float = 0.0
+    """added to R when a response runs out of tokens without EOT (use a negative number)"""
+    pg: PGConfig = field(default_factory=PGConfig)
+    """REINFORCE settings (β, baseline, ...)"""
+    ppo: PPOConfig = field(default_factory=PPOConfig)
+    """PPO settings (β, clip, epochs, ...)"""
+
+    def __post_init__(self):
+        if self.algo not in ALGOS:
+            raise ValueError(f"unknown algo {self.algo!r}; choose one of {', '.join(ALGOS)}.")
+        if self.iterations < 1 or self.batch_size < 1 or self.max_new_tokens < 1:
+            raise ValueError("RLConfig needs iterations, batch_size and max_new_tokens >= 1.")
+
+
+def train_rl(policy, ref_model, prompts: Sequence[Sequence[int]], reward_fn: Callable[[list[str]], Sequence[float]],
+             *, tokenizer, config: RLConfig, value_model=None, log_path=None, progress: bool = True,
+             rng: np.random.Generator | None = None) -> list[dict]:
+    """Run `config.iterations` rollout-and-update iterations; returns (and logs) their metrics."""
+    if len(prompts) == 0:
+        raise ValueError("train_rl needs at least one prompt (use [[eot_id]] for unconditional samples).")
+    rng = rng if rng is not None else backend.host_rng()
+    algo = config.pg if config.algo == "pg" else config.ppo
+    params = policy.parameters() + (value_model.parameters() if value_model is not None else [])
+    opt = optim.AdamW(params, lr=config.lr, weight_decay=0.0)
+    controller = AdaptiveKLController(algo.kl_coef, config.kl_target, config.kl_horizon) if config.kl_target else None
+    baseline = RunningMeanBaseline()
+    history: list[dict] = []
+    log = open(log_path, "a", buffering=1) if log_path else None
+    bar = Progress(range(config.iterations), desc=config.algo, enabled=progress)
+    try:
+        for iteration in bar:
+            t0 = time.perf_counter()
+            kl_coef = controller.kl_coef if controller else algo.kl_coef
+            batch = [list(prompts[i]) for i in rng.integers(0, len(prompts), size=config.batch_size)]
+            rollout = collect_rollout(policy, batch, reward_fn, ref_model=ref_model, decode=tokenizer.decode,
+                                      eot_id=tokenizer.eot_id, max_new_tokens=config.max_new_tokens,
+                                      kl_coef=kl_coef, kl_estimator=algo.kl_estimator, value_model=value_model,
+                                      temperature=algo.temperature, missing_eos_penalty=config.missing_eos_penalty)
+            if config.algo == "pg":
+                stats = reinforce_update(policy, opt, rollout, algo, baseline)
+            else:
+                stats = ppo_update(policy, opt, rollout, algo, value_model=value_model, rng=rng)
+            if controller:
+                controller.update(stats["kl_to_ref"], config.batch_size)
+            stats.update({"iteration": iteration + 1, "kl_coef": kl_coef, "seconds": time.perf_counter() - t0})
+            history.append(stats)
+            bar.set(score=stats["score_mean"], kl=stats["kl_to_ref"])
+            if log:
+                log.write(json.dumps(stats) + "\n")
+    finally:
+        if log:
+            log.close()
+    return history
