@@ -1,0 +1,106 @@
+"""RL on a real (tiny) GPT: PPO and REINFORCE raise the VADER sentiment of its samples,
+the rollout's masks and rewards line up, and the ledger shows them token by token."""
+
+import json
+
+import numpy as np
+import pytest
+
+from minirl import backend
+from minirl.data import synthetic_corpus
+from minirl.data.tokens import TokenStream
+from minirl.model import GPT, GPTConfig
+from minirl.rl.ledger import ledger
+from minirl.rl.pg import PGConfig
+from minirl.rl.ppo import PPOConfig
+from minirl.rl.rollout import collect_rollout
+from minirl.rl.sentiment import vader_reward
+from minirl.rl.trainer import RLConfig, train_rl
+from minirl.tokenizer import Tokenizer
+from minirl.train import TrainConfig, train_lm
+
+pytest.importorskip("vaderSentiment", reason="the VADER reward needs vaderSentiment (pip install -e '.[data]')")
+
+
+@pytest.fixture(scope="module")
+def pretrained():
+    """A tiny GPT trained once on the synthetic tweets (positive, negative and neutral templates)."""
+    corpus = synthetic_corpus(600)
+    tok = Tokenizer.train(corpus.texts, 320)
+    backend.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=24, n_layer=1, n_head=2, n_embd=32))
+    train_lm(model, TokenStream.from_texts(corpus.texts, tok, 24),
+             TrainConfig(steps=120, batch_size=16, lr=3e-3, warmup_steps=10, eval_interval=0), progress=False)
+    return tok, model
+
+
+def copy_of(model):
+    twin = GPT(model.config)
+    twin.load_state_dict(model.state_dict())
+    return twin
+
+
+def run(tok, ref, config: RLConfig, tmp_path):
+    log = tmp_path / "metrics.jsonl"
+    history = train_rl(copy_of(ref), ref, [[tok.eot_id]], vader_reward, tokenizer=tok, config=config,
+                       log_path=log, progress=False, rng=np.random.default_rng(0))
+    assert [json.loads(line)["iteration"] for line in log.read_text().splitlines()] == \
+        list(range(1, config.iterations + 1))
+    before = np.mean([h["score_mean"] for h in history[:3]])
+    after = np.mean([h["score_mean"] for h in history[-3:]])
+    return history, before, after
+
+
+def test_ppo_raises_vader_reward_with_bounded_kl(pretrained, tmp_path):
+    tok, ref = pretrained
+    config = RLConfig(algo="ppo", iterations=25, batch_size=32, max_new_tokens=12, lr=3e-3,
+                      ppo=PPOConfig(kl_coef=0.05, epochs=2, minibatch_size=16))
+    history, before, after = run(tok, ref, config, tmp_path)
+    print(f"PPO: VADER {before:.3f} -> {after:.3f}, KL to ref {history[-1]['kl_to_ref']:.2f} nats")
+    assert after > before + 0.15
+    assert history[-1]["kl_to_ref"] < 15.0
+    assert history[0]["first_minibatch_approx_kl"] == 0.0 and history[0]["kl_to_ref"] == 0.0
+    for key in ("approx_kl", "clipfrac", "entropy", "policy_loss", "kl_to_ref", "score_mean", "response_length"):
+        assert np.isfinite(history[-1][key])
+
+
+def test_reinforce_raises_vader_reward(pretrained, tmp_path):
+    tok, ref = pretrained
+    config = RLConfig(algo="pg", iterations=25, batch_size=32, max_new_tokens=12, lr=1e-2,
+                      pg=PGConfig(kl_coef=0.05, whiten_advantages=True))
+    history, before, after = run(tok, ref, config, tmp_path)
+    print(f"REINFORCE: VADER {before:.3f} -> {after:.3f}, KL to ref {history[-1]['kl_to_ref']:.2f} nats")
+    assert after > before + 0.15
+
+
+def test_rollout_masks_rewards_and_ledger_line_up(pretrained):
+    tok, model = pretrained
+    r = collect_rollout(model, [[tok.eot_id], [tok.eot_id] + tok.encode("i love")], vader_reward, ref_model=model,
+                        decode=tok.decode, eot_id=tok.eot_id, max_new_tokens=10, kl_coef=0.1, rng=backend.rng(1))
+    tokens, mask = backend.to_numpy(r.tokens), backend.to_numpy(r.response_mask)
+    for b in range(2):
+        cols = np.flatnonzero(mask[b])
+        assert cols[0] == r.prompt_length and np.all(np.diff(cols) == 1)  # contiguous, from column P
+        eots = np.flatnonzero(tokens[b, cols] == tok.eot_id)
+        assert eots.size == 0 or eots[0] == len(cols) - 1  # ends at the first EOT, inclusive
+        # the policy is its own reference here: no KL, so the score is the only reward, on the last token
+        assert np.all(backend.to_numpy(r.kl)[b] == 0)
+        assert backend.to_numpy(r.rewards)[b, cols[-1]] == pytest.approx(float(r.scores[b]))
+    table = ledger(r, decode_token=lambda t: tok.decode([t]), row=1)
+    assert "advantage" in table and table.count("\n") == 2 + int(mask[1].sum())
+    with pytest.raises(ValueError, match="row 5 is out of range"):
+        ledger(r, row=5)
+
+
+def test_reward_function_errors_reach_the_user(pretrained):
+    tok, model = pretrained
+    other = GPT(GPTConfig(**{**model.config.to_dict(), "vocab_size": model.config.vocab_size + 1}))
+    with pytest.raises(ValueError, match="vocabularies differ"):
+        collect_rollout(model, [[tok.eot_id]], vader_reward, ref_model=other, decode=tok.decode, eot_id=tok.eot_id,
+                        max_new_tokens=2, kl_coef=0.1)
+    with pytest.raises(ValueError, match="non-finite"):
+        collect_rollout(model, [[tok.eot_id]] * 2, lambda texts: [float("nan")] * len(texts), ref_model=model,
+                        decode=tok.decode, eot_id=tok.eot_id, max_new_tokens=2, kl_coef=0.1)
+    with pytest.raises(ValueError, match="exceeds block_size"):
+        collect_rollout(model, [[tok.eot_id] * 20], vader_reward, ref_model=model, decode=tok.decode,
+                        eot_id=tok.eot_id, max_new_tokens=10, kl_coef=0.1)
