@@ -10,9 +10,11 @@ from minirl import backend
 from minirl.data import synthetic_corpus
 from minirl.data.tokens import TokenStream
 from minirl.model import GPT, GPTConfig
+from minirl.rl.best_of_n import BestOfNConfig
 from minirl.rl.ledger import ledger
 from minirl.rl.pg import PGConfig
 from minirl.rl.ppo import PPOConfig
+from minirl.rl.reward_model import ScalarHeadModel
 from minirl.rl.rollout import collect_rollout
 from minirl.rl.sentiment import vader_reward
 from minirl.rl.trainer import RLConfig, train_rl
@@ -71,6 +73,30 @@ def test_reinforce_raises_vader_reward(pretrained, tmp_path):
     history, before, after = run(tok, ref, config, tmp_path)
     print(f"REINFORCE: VADER {before:.3f} -> {after:.3f}, KL to ref {history[-1]['kl_to_ref']:.2f} nats")
     assert after > before + 0.15
+
+
+def test_best_of_n_rounds_raise_vader_reward(pretrained, tmp_path):
+    tok, ref = pretrained
+    config = RLConfig(algo="best_of_n", iterations=4, batch_size=16, max_new_tokens=12,
+                      best_of_n=BestOfNConfig(n=8, k=1),
+                      sft=TrainConfig(steps=30, batch_size=16, lr=3e-3, warmup_steps=0, eval_interval=0))
+    history = train_rl(copy_of(ref), ref, [[tok.eot_id]], vader_reward, tokenizer=tok, config=config,
+                       log_path=tmp_path / "m.jsonl", progress=False, rng=np.random.default_rng(0))
+    print("best-of-n:", [round(h["score_mean"], 3) for h in history])
+    assert all(h["kept_score_mean"] >= h["score_mean"] for h in history)
+    assert history[-1]["score_mean"] > history[0]["score_mean"] + 0.1
+
+
+def test_ppo_with_a_value_model(pretrained, tmp_path):
+    tok, ref = pretrained
+    value_model = ScalarHeadModel.from_pretrained(ref)
+    config = RLConfig(algo="ppo", iterations=8, batch_size=32, max_new_tokens=12, lr=3e-3,
+                      ppo=PPOConfig(kl_coef=0.05, epochs=2, minibatch_size=16))
+    history = train_rl(copy_of(ref), ref, [[tok.eot_id]], vader_reward, tokenizer=tok, config=config,
+                       value_model=value_model, progress=False, rng=np.random.default_rng(0))
+    assert all(np.isfinite(h["value_loss"]) and np.isfinite(h["explained_variance"]) for h in history)
+    assert history[-1]["value_loss"] < history[0]["value_loss"]  # the critic learns the returns
+    assert history[0]["first_minibatch_approx_kl"] == 0.0
 
 
 def test_rollout_masks_rewards_and_ledger_line_up(pretrained):

@@ -1,14 +1,16 @@
-"""The RL loop shared by the sampling algorithms: rollout, update, log, repeat.
+"""The RL loop shared by the sampling algorithms: sample, update, log, repeat.
 
     history = train_rl(policy, ref, prompts, vader_reward, tokenizer=tok, config=RLConfig(algo="ppo"))
 
 Each iteration samples `batch_size` prompts, collects one rollout (`rollout.py`), runs
 the algorithm's update (`pg.reinforce_update` or `ppo.ppo_update`), optionally adapts β
-(Ziegler et al. 2019), and appends one dict of metrics to a JSONL file.
+(Ziegler et al. 2019), and appends one dict of metrics to a JSONL file. For best-of-n
+an iteration is one round: sample n per prompt, keep the best, fine-tune on them.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from dataclasses import dataclass, field
@@ -19,18 +21,20 @@ import numpy as np
 from minirl import backend, optim
 from minirl.progress import Progress
 from minirl.rl.advantages import RunningMeanBaseline
+from minirl.rl.best_of_n import BestOfNConfig, best_of_n_round
 from minirl.rl.kl import AdaptiveKLController
 from minirl.rl.pg import PGConfig, reinforce_update
 from minirl.rl.ppo import PPOConfig, ppo_update
 from minirl.rl.rollout import collect_rollout
+from minirl.train import TrainConfig
 
-ALGOS = ("pg", "ppo")
+ALGOS = ("pg", "ppo", "best_of_n")
 
 
 @dataclass
 class RLConfig:
     algo: str = "ppo"
-    """pg (REINFORCE with KL in the reward) or ppo"""
+    """pg (REINFORCE with KL in the reward), ppo, or best_of_n (rejection sampling + SFT)"""
     iterations: int = 100
     """rollouts collected (one update each)"""
     batch_size: int = 32
@@ -49,6 +53,11 @@ class RLConfig:
     """REINFORCE settings (β, baseline, ...)"""
     ppo: PPOConfig = field(default_factory=PPOConfig)
     """PPO settings (β, clip, epochs, ...)"""
+    best_of_n: BestOfNConfig = field(default_factory=BestOfNConfig)
+    """best-of-n settings (n, k); its SFT steps use `sft`"""
+    sft: TrainConfig = field(default_factory=lambda: TrainConfig(steps=20, batch_size=16, lr=3e-4, warmup_steps=0,
+                                                                 eval_interval=0, checkpoint_interval=0))
+    """the fine-tuning run on each best-of-n round's kept samples"""
 
     def __post_init__(self):
         if self.algo not in ALGOS:
@@ -64,6 +73,8 @@ def train_rl(policy, ref_model, prompts: Sequence[Sequence[int]], reward_fn: Cal
     if len(prompts) == 0:
         raise ValueError("train_rl needs at least one prompt (use [[eot_id]] for unconditional samples).")
     rng = rng if rng is not None else backend.host_rng()
+    if config.algo == "best_of_n":
+        return _train_best_of_n(policy, prompts, reward_fn, tokenizer, config, log_path, progress, rng)
     algo = config.pg if config.algo == "pg" else config.ppo
     params = policy.parameters() + (value_model.parameters() if value_model is not None else [])
     opt = optim.AdamW(params, lr=config.lr, weight_decay=0.0)
@@ -90,6 +101,27 @@ def train_rl(policy, ref_model, prompts: Sequence[Sequence[int]], reward_fn: Cal
             stats.update({"iteration": iteration + 1, "kl_coef": kl_coef, "seconds": time.perf_counter() - t0})
             history.append(stats)
             bar.set(score=stats["score_mean"], kl=stats["kl_to_ref"])
+            if log:
+                log.write(json.dumps(stats) + "\n")
+    finally:
+        if log:
+            log.close()
+    return history
+
+
+def _train_best_of_n(policy, prompts, reward_fn, tokenizer, config: RLConfig, log_path, progress, rng) -> list[dict]:
+    """`config.iterations` rounds of best-of-n, each on `batch_size` sampled prompts."""
+    bon = dataclasses.replace(config.best_of_n, max_new_tokens=config.max_new_tokens)
+    history: list[dict] = []
+    log = open(log_path, "a", buffering=1) if log_path else None
+    try:
+        for iteration in Progress(range(config.iterations), desc="best_of_n", enabled=progress):
+            t0 = time.perf_counter()
+            batch = [list(prompts[i]) for i in rng.integers(0, len(prompts), size=config.batch_size)]
+            stats = best_of_n_round(policy, batch, reward_fn, bon, config.sft, decode=tokenizer.decode,
+                                    eot_id=tokenizer.eot_id)
+            stats.update({"iteration": iteration + 1, "seconds": time.perf_counter() - t0})
+            history.append(stats)
             if log:
                 log.write(json.dumps(stats) + "\n")
     finally:
