@@ -70,6 +70,8 @@ def _check_run_file(out: pathlib.Path, settings: dict) -> None:
 
 def print_samples(model, tok, n: int, tokens: int, seed: int) -> list[str]:
     """Unconditional samples from <|endoftext|>, with their own generator (training RNG untouched)."""
+    if n <= 0:
+        return []
     out = generate(model, [[tok.eot_id]] * n, min(tokens, model.config.block_size - 1),
                    eot_id=tok.eot_id, rng=backend.rng(seed), top_k=50)
     texts = [tok.decode([t for t in r if t != tok.eot_id]) for r in out.responses()]

