@@ -10,6 +10,7 @@ an iteration is one round: sample n per prompt, keep the best, fine-tune on them
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import time
@@ -66,6 +67,16 @@ class RLConfig:
             raise ValueError("RLConfig needs iterations, batch_size and max_new_tokens >= 1.")
 
 
+@contextlib.contextmanager
+def _jsonl_log(path):
+    """Yield ``log(metrics)``, appending one JSON line per call to `path` (a no-op without a path)."""
+    if path is None:
+        yield lambda metrics: None
+        return
+    with open(path, "a", buffering=1) as f:  # line-buffered: each iteration is on disk once logged
+        yield lambda metrics: f.write(json.dumps(metrics) + "\n")
+
+
 def train_rl(policy, ref_model, prompts: Sequence[Sequence[int]], reward_fn: Callable[[list[str]], Sequence[float]],
              *, tokenizer, config: RLConfig, value_model=None, log_path=None, progress: bool = True,
              rng: np.random.Generator | None = None) -> list[dict]:
@@ -81,9 +92,8 @@ def train_rl(policy, ref_model, prompts: Sequence[Sequence[int]], reward_fn: Cal
     controller = AdaptiveKLController(algo.kl_coef, config.kl_target, config.kl_horizon) if config.kl_target else None
     baseline = RunningMeanBaseline()
     history: list[dict] = []
-    log = open(log_path, "a", buffering=1) if log_path else None
     bar = Progress(range(config.iterations), desc=config.algo, enabled=progress)
-    try:
+    with _jsonl_log(log_path) as log:
         for iteration in bar:
             t0 = time.perf_counter()
             kl_coef = controller.kl_coef if controller else algo.kl_coef
@@ -101,11 +111,7 @@ def train_rl(policy, ref_model, prompts: Sequence[Sequence[int]], reward_fn: Cal
             stats.update({"iteration": iteration + 1, "kl_coef": kl_coef, "seconds": time.perf_counter() - t0})
             history.append(stats)
             bar.set(score=stats["score_mean"], kl=stats["kl_to_ref"])
-            if log:
-                log.write(json.dumps(stats) + "\n")
-    finally:
-        if log:
-            log.close()
+            log(stats)
     return history
 
 
@@ -113,8 +119,7 @@ def _train_best_of_n(policy, prompts, reward_fn, tokenizer, config: RLConfig, lo
     """`config.iterations` rounds of best-of-n, each on `batch_size` sampled prompts."""
     bon = dataclasses.replace(config.best_of_n, max_new_tokens=config.max_new_tokens)
     history: list[dict] = []
-    log = open(log_path, "a", buffering=1) if log_path else None
-    try:
+    with _jsonl_log(log_path) as log:
         for iteration in Progress(range(config.iterations), desc="best_of_n", enabled=progress):
             t0 = time.perf_counter()
             batch = [list(prompts[i]) for i in rng.integers(0, len(prompts), size=config.batch_size)]
@@ -122,9 +127,5 @@ def _train_best_of_n(policy, prompts, reward_fn, tokenizer, config: RLConfig, lo
                                     eot_id=tokenizer.eot_id)
             stats.update({"iteration": iteration + 1, "seconds": time.perf_counter() - t0})
             history.append(stats)
-            if log:
-                log.write(json.dumps(stats) + "\n")
-    finally:
-        if log:
-            log.close()
+            log(stats)
     return history
