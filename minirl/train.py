@@ -70,15 +70,15 @@ def evaluate(model, data, batch_size: int, batches: int, seed: int = 1234) -> fl
     return float(np.mean(losses))
 
 
-def _open_log(path, start: int):
-    """Open the JSONL metrics log for appending, first dropping lines past the resumed step
-    (a killed run logged them, but their updates were never checkpointed)."""
+def open_metrics_log(path, start: int, key: str = "step"):
+    """Open a JSONL metrics log for appending, first dropping lines whose `key` is past the
+    resumed `start` (a killed run logged them, but their updates were never checkpointed)."""
     path = pathlib.Path(path)
     if path.exists():
         kept = []
         for line in path.read_text().splitlines():
             try:
-                if json.loads(line)["step"] <= start:
+                if json.loads(line)[key] <= start:
                     kept.append(line)
             except (ValueError, KeyError, TypeError):
                 break  # a half-written last line from a kill
@@ -111,7 +111,7 @@ def train_lm(model, train_data, config: TrainConfig, *, val_data=None, checkpoin
         start = restore(ckpt, model, opt, tokenizer_ranks=ranks)
     end = min(config.steps, stop_at) if stop_at is not None else config.steps
     history: list[dict] = []
-    log = _open_log(log_path, start) if log_path else None
+    log = open_metrics_log(log_path, start) if log_path else None
 
     def checkpoint(step: int) -> None:
         if checkpoint_path is not None:

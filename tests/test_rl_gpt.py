@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 
 from minirl import backend
-from minirl.data import synthetic_corpus
+from minirl.checkpoint import CheckpointError
+from minirl.data import filter_labels, synthetic_corpus
+from minirl.data.sft import SFTDataset
 from minirl.data.tokens import TokenStream
 from minirl.model import GPT, GPTConfig
 from minirl.rl.best_of_n import BestOfNConfig
@@ -26,13 +28,17 @@ pytest.importorskip("vaderSentiment", reason="the VADER reward needs vaderSentim
 
 @pytest.fixture(scope="module")
 def pretrained():
-    """A tiny GPT trained once on the synthetic tweets (positive, negative and neutral templates)."""
+    """A tiny GPT pretrained once on the synthetic tweets (positive, negative and neutral templates),
+    then fine-tuned briefly on the positive ones."""
     corpus = synthetic_corpus(600)
     tok = Tokenizer.train(corpus.texts, 320)
     backend.manual_seed(0)
     model = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=24, n_layer=1, n_head=2, n_embd=32))
     train_lm(model, TokenStream.from_texts(corpus.texts, tok, 24),
              TrainConfig(steps=120, batch_size=16, lr=3e-3, warmup_steps=10, eval_interval=0), progress=False)
+    positive = filter_labels(corpus, "positive")  # then SFT, as in the pipeline: RL starts from π_ref = SFT
+    train_lm(model, SFTDataset.from_texts(positive.texts, tok, 24),
+             TrainConfig(steps=20, batch_size=16, lr=1e-3, warmup_steps=0, eval_interval=0), progress=False)
     return tok, model
 
 
@@ -130,3 +136,33 @@ def test_reward_function_errors_reach_the_user(pretrained):
     with pytest.raises(ValueError, match="exceeds block_size"):
         collect_rollout(model, [[tok.eot_id] * 20], vader_reward, ref_model=model, decode=tok.decode,
                         eot_id=tok.eot_id, max_new_tokens=10, kl_coef=0.1)
+
+
+def test_rl_stop_and_resume_is_exact(pretrained, tmp_path):
+    tok, ref = pretrained
+    config = RLConfig(algo="ppo", iterations=4, batch_size=8, max_new_tokens=6, lr=3e-3, kl_target=2.0,
+                      ppo=PPOConfig(epochs=1, minibatch_size=4))
+
+    def fresh():
+        backend.manual_seed(5)
+        return copy_of(ref), ScalarHeadModel.from_pretrained(ref)
+
+    def go(policy, value, **kwargs):
+        return train_rl(policy, ref, [[tok.eot_id]], vader_reward, tokenizer=tok, config=config, value_model=value,
+                        progress=False, **kwargs)
+
+    straight = fresh()
+    go(*straight)
+    ck, log = tmp_path / "rl.npz", tmp_path / "rl.jsonl"
+    go(*fresh(), checkpoint_path=ck, log_path=log, stop_at=2, checkpoint_interval=1)
+    backend.manual_seed(99)  # a new process starts elsewhere; the checkpoint brings the RNG back
+    resumed = (copy_of(ref), ScalarHeadModel(ref.config))
+    assert [h["iteration"] for h in go(*resumed, checkpoint_path=ck, log_path=log)] == [3, 4]
+    for a, b in zip(straight, resumed):
+        for (name, p), (_, q) in zip(a.named_parameters(), b.named_parameters()):
+            np.testing.assert_array_equal(p.numpy(), q.numpy(), err_msg=name)
+    assert [json.loads(line)["iteration"] for line in log.read_text().splitlines()] == [1, 2, 3, 4]
+    with pytest.raises(CheckpointError, match="other RL settings"):
+        train_rl(copy_of(ref), ref, [[tok.eot_id]], vader_reward, tokenizer=tok,
+                 config=RLConfig(**{**config.__dict__, "lr": 1e-4}), value_model=ScalarHeadModel(ref.config),
+                 progress=False, checkpoint_path=ck)

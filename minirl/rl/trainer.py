@@ -13,13 +13,15 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import pathlib
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import numpy as np
 
-from minirl import backend, optim
+from minirl import backend, nn, optim
+from minirl.checkpoint import CheckpointError, load_checkpoint, restore, save_checkpoint
 from minirl.progress import Progress
 from minirl.rl.advantages import RunningMeanBaseline
 from minirl.rl.best_of_n import BestOfNConfig, best_of_n_round
@@ -27,7 +29,8 @@ from minirl.rl.kl import AdaptiveKLController
 from minirl.rl.pg import PGConfig, reinforce_update
 from minirl.rl.ppo import PPOConfig, ppo_update
 from minirl.rl.rollout import collect_rollout
-from minirl.train import TrainConfig
+from minirl.tokenizer import ranks_to_text
+from minirl.train import TrainConfig, open_metrics_log
 
 ALGOS = ("pg", "ppo", "best_of_n")
 
@@ -68,32 +71,68 @@ class RLConfig:
 
 
 @contextlib.contextmanager
-def _jsonl_log(path):
+def _jsonl_log(path, start: int = 0):
     """Yield ``log(metrics)``, appending one JSON line per call to `path` (a no-op without a path)."""
     if path is None:
         yield lambda metrics: None
         return
-    with open(path, "a", buffering=1) as f:  # line-buffered: each iteration is on disk once logged
+    with open_metrics_log(path, start, key="iteration") as f:
         yield lambda metrics: f.write(json.dumps(metrics) + "\n")
+
+
+class _PolicyAndValue(nn.Module):
+    """The policy and (for PPO) its value model, checkpointed together as one model."""
+
+    def __init__(self, policy, value_model):
+        self.config = policy.config
+        self.policy = policy
+        self.value = value_model
 
 
 def train_rl(policy, ref_model, prompts: Sequence[Sequence[int]], reward_fn: Callable[[list[str]], Sequence[float]],
              *, tokenizer, config: RLConfig, value_model=None, log_path=None, progress: bool = True,
-             rng: np.random.Generator | None = None) -> list[dict]:
-    """Run `config.iterations` rollout-and-update iterations; returns (and logs) their metrics."""
+             rng: np.random.Generator | None = None, checkpoint_path=None, checkpoint_interval: int = 10,
+             stop_at: int | None = None) -> list[dict]:
+    """Run `config.iterations` rollout-and-update iterations; returns (and logs) their metrics.
+
+    With `checkpoint_path`, the policy, value model, optimizer, baseline, β and RNG state
+    are saved every `checkpoint_interval` iterations and at the end, and a rerun resumes
+    from there. Resuming is exact when `rng` is left None (the global host generator,
+    which the checkpoint carries). `stop_at` ends early after that many iterations.
+    """
     if len(prompts) == 0:
         raise ValueError("train_rl needs at least one prompt (use [[eot_id]] for unconditional samples).")
-    rng = rng if rng is not None else backend.host_rng()
     if config.algo == "best_of_n":
+        rng = rng if rng is not None else backend.host_rng()
         return _train_best_of_n(policy, prompts, reward_fn, tokenizer, config, log_path, progress, rng)
     algo = config.pg if config.algo == "pg" else config.ppo
-    params = policy.parameters() + (value_model.parameters() if value_model is not None else [])
-    opt = optim.AdamW(params, lr=config.lr, weight_decay=0.0)
+    trainable = _PolicyAndValue(policy, value_model)
+    opt = optim.AdamW(trainable.parameters(), lr=config.lr, weight_decay=0.0)
     controller = AdaptiveKLController(algo.kl_coef, config.kl_target, config.kl_horizon) if config.kl_target else None
     baseline = RunningMeanBaseline()
+    ranks = ranks_to_text(tokenizer.ranks)
+    start = 0
+    if checkpoint_path is not None and pathlib.Path(checkpoint_path).exists():
+        ckpt = load_checkpoint(checkpoint_path)
+        if ckpt.meta["extra"].get("rl_config") != json.loads(json.dumps(dataclasses.asdict(config))):
+            raise CheckpointError(f"{checkpoint_path} was written with other RL settings; resume with the same "
+                                  "settings, or start a new run elsewhere.")
+        start = restore(ckpt, trainable, opt, tokenizer_ranks=ranks)
+        baseline.value, baseline.count = ckpt.meta["extra"]["baseline"]
+        if controller:
+            controller.kl_coef = ckpt.meta["extra"]["kl_coef"]
+    end = min(config.iterations, stop_at) if stop_at is not None else config.iterations
+    rng = rng if rng is not None else backend.host_rng()  # fetched after restore, which replaces the generator
+
+    def checkpoint(iteration: int) -> None:
+        if checkpoint_path is not None:
+            save_checkpoint(checkpoint_path, trainable, step=iteration, optimizer=opt, tokenizer_ranks=ranks,
+                            extra={"rl_config": dataclasses.asdict(config), "baseline": [baseline.value, baseline.count],
+                                   "kl_coef": controller.kl_coef if controller else algo.kl_coef})
+
     history: list[dict] = []
-    bar = Progress(range(config.iterations), desc=config.algo, enabled=progress)
-    with _jsonl_log(log_path) as log:
+    bar = Progress(range(start, end), desc=config.algo, total=end, start=start, enabled=progress)
+    with _jsonl_log(log_path, start) as log:
         for iteration in bar:
             t0 = time.perf_counter()
             kl_coef = controller.kl_coef if controller else algo.kl_coef
@@ -112,6 +151,8 @@ def train_rl(policy, ref_model, prompts: Sequence[Sequence[int]], reward_fn: Cal
             history.append(stats)
             bar.set(score=stats["score_mean"], kl=stats["kl_to_ref"])
             log(stats)
+            if iteration + 1 == end or (checkpoint_interval and (iteration + 1) % checkpoint_interval == 0):
+                checkpoint(iteration + 1)
     return history
 
 
