@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from minirl import backend, nn
-from minirl.checkpoint import load_checkpoint, restore, save_checkpoint
+from minirl.checkpoint import CheckpointError, load_checkpoint, restore, save_checkpoint
 from minirl.data import (PreferencePair, collate_pairs, filter_labels, load_tweets, pad_right, pairs_from_labels,
                          synthetic_corpus, train_val_split)
 from minirl.model import GPT, GPTConfig
@@ -207,6 +207,29 @@ def test_training_on_synthetic_pairs_reaches_high_held_out_accuracy(synthetic):
     assert "pairwise accuracy (positive > negative)" in table and "neutral" in table
     with pytest.raises(ValueError, match="no training pairs"):
         train_reward_model(model, [], val_pairs, config, progress=False)
+
+
+def test_reward_model_training_resumes_exactly(synthetic, tmp_path):
+    corpus, tok = synthetic
+    pairs = pairs_from_labels(corpus, tok, 100, seed=0)
+    config = RewardModelConfig(steps=6, batch_size=8, lr=3e-3, eval_interval=0)
+
+    def fresh():
+        backend.manual_seed(0)
+        return ScalarHeadModel(GPTConfig(vocab_size=tok.vocab_size, block_size=16, n_layer=1, n_head=2, n_embd=16))
+
+    straight = fresh()
+    train_reward_model(straight, pairs, None, config, progress=False)
+    ck = tmp_path / "rm.npz"
+    train_reward_model(fresh(), pairs, None, config, progress=False, checkpoint_path=ck, stop_at=3)
+    resumed = fresh()
+    history = train_reward_model(resumed, pairs, None, config, progress=False, checkpoint_path=ck)
+    assert [h["step"] for h in history] == [4, 5, 6]
+    for (name, a), (_, b) in zip(straight.named_parameters(), resumed.named_parameters()):
+        np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=name)
+    with pytest.raises(CheckpointError, match="other reward-model settings"):
+        train_reward_model(fresh(), pairs, None, RewardModelConfig(steps=7, batch_size=8, lr=3e-3), progress=False,
+                           checkpoint_path=ck)
 
 
 def test_all_pairs_accuracy_matches_a_double_loop():

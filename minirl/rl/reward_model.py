@@ -12,17 +12,21 @@ Both start from a pretrained or SFT GPT's weights, the lm_head replaced by a
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import pathlib
 from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 
 from minirl import backend, nn, optim
+from minirl.checkpoint import CheckpointError, load_checkpoint, restore, save_checkpoint
 from minirl.data.preferences import PreferencePair, pad_right
 from minirl.indexing import getitem
 from minirl.model import GPT, GPTConfig, positions_from_mask
 from minirl.progress import Progress
+from minirl.rl.losses import bradley_terry_loss
 from minirl.tensor import Tensor, no_grad
 
 
@@ -147,8 +151,6 @@ def evaluate_pairs(model: ScalarHeadModel, pairs: Sequence[PreferencePair], marg
                    center_coef: float = 0.0, batch_size: int = 64) -> dict:
     """Bradley–Terry loss (``loss``) and pairwise accuracy ``mean[r_w > r_l]`` over all `pairs`,
     with the other statistics of `bradley_terry_loss`."""
-    from minirl.rl.losses import bradley_terry_loss
-
     if len(pairs) == 0:
         raise ValueError("evaluate_pairs got no pairs.")
     r_chosen = Tensor(score(model, [p.chosen for p in pairs], batch_size))  # (N,) float64
@@ -159,28 +161,37 @@ def evaluate_pairs(model: ScalarHeadModel, pairs: Sequence[PreferencePair], marg
 
 def train_reward_model(model: ScalarHeadModel, train_pairs: Sequence[PreferencePair],
                        val_pairs: Sequence[PreferencePair] | None, config: RewardModelConfig,
-                       progress: bool = True) -> list[dict]:
+                       progress: bool = True, checkpoint_path=None, checkpoint_interval: int = 100,
+                       stop_at: int | None = None) -> list[dict]:
     """Fit `model` to `train_pairs` by Bradley–Terry; returns one metrics dict per step.
 
     Each step draws `batch_size` pairs (with replacement, from a generator seeded by
-    `config.seed`), scores chosen and rejected sequences in one (2B, T) forward
-    pass, and takes a clipped AdamW step. Every `eval_interval` steps and at the end,
-    `val_pairs` are scored: ``val_accuracy`` is the held-out ``mean[r_w > r_l]``.
+    `config.seed` and the step, so a resumed run draws the same batches), scores chosen
+    and rejected sequences in one (2B, T) forward pass, and takes a clipped AdamW step.
+    Every `eval_interval` steps and at the end, `val_pairs` are scored: ``val_accuracy``
+    is the held-out ``mean[r_w > r_l]``. With `checkpoint_path`, weights and optimizer
+    state are saved every `checkpoint_interval` steps and at the end, and a rerun resumes.
     """
-    from minirl.rl.losses import bradley_terry_loss
-
     if len(train_pairs) == 0:
         raise ValueError("train_reward_model got no training pairs; build some with pairs_from_labels.")
     params = model.parameters()
     opt = optim.AdamW(params, lr=config.lr, betas=(0.9, 0.95), weight_decay=config.weight_decay)
-    rng = np.random.default_rng(config.seed)
+    start = 0
+    if checkpoint_path is not None and pathlib.Path(checkpoint_path).exists():
+        ckpt = load_checkpoint(checkpoint_path)
+        if ckpt.meta["extra"].get("rm_config") != dataclasses.asdict(config):
+            raise CheckpointError(f"{checkpoint_path} was written with other reward-model settings; resume with "
+                                  "the same settings, or start a new run elsewhere.")
+        start = restore(ckpt, model, opt, restore_rng=False)
+    end = min(config.steps, stop_at) if stop_at is not None else config.steps
     warmup = max(1, config.steps // 20)
     history: list[dict] = []
     model.train()
-    bar = Progress(range(config.steps), desc="reward model", enabled=progress)
+    bar = Progress(range(start, end), desc="reward model", total=end, start=start, enabled=progress)
     for step in bar:
         opt.lr = optim.warmup_cosine(step, max_lr=config.lr, total_steps=config.steps, warmup_steps=warmup,
                                      min_lr=config.lr / 10)
+        rng = np.random.default_rng([config.seed, step])
         batch = [train_pairs[i] for i in rng.integers(0, len(train_pairs), size=config.batch_size)]
         # chosen rows then rejected rows, one width: the layout of `collate_pairs`, in one forward pass
         tokens, mask = pad_right([p.chosen for p in batch] + [p.rejected for p in batch], model.config.block_size)
@@ -203,6 +214,9 @@ def train_reward_model(model: ScalarHeadModel, train_pairs: Sequence[PreferenceP
         bar.set(loss=metrics["loss"], acc=stats["accuracy"],
                 **({"val_acc": metrics["val_accuracy"]} if "val_accuracy" in metrics else {}))
         history.append(metrics)
+        if checkpoint_path is not None and (done == end or (checkpoint_interval and done % checkpoint_interval == 0)):
+            save_checkpoint(checkpoint_path, model, step=done, optimizer=opt,
+                            extra={"rm_config": dataclasses.asdict(config)})
     return history
 
 
