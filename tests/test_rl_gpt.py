@@ -13,10 +13,12 @@ from minirl.data.sft import SFTDataset
 from minirl.data.tokens import TokenStream
 from minirl.model import GPT, GPTConfig
 from minirl.rl.best_of_n import BestOfNConfig
+from minirl.rl.grpo import GRPOConfig
 from minirl.rl.ledger import ledger
 from minirl.rl.pg import PGConfig
 from minirl.rl.ppo import PPOConfig
 from minirl.rl.reward_model import ScalarHeadModel
+from minirl.rl.rloo import RLOOConfig
 from minirl.rl.rollout import collect_rollout
 from minirl.rl.sentiment import vader_reward
 from minirl.rl.trainer import RLConfig, train_rl
@@ -79,6 +81,18 @@ def test_reinforce_raises_vader_reward(pretrained, tmp_path):
     history, before, after = run(tok, ref, config, tmp_path)
     print(f"REINFORCE: VADER {before:.3f} -> {after:.3f}, KL to ref {history[-1]['kl_to_ref']:.2f} nats")
     assert after > before + 0.15
+
+
+@pytest.mark.parametrize("algo", ["grpo", "rloo"])
+def test_group_algorithms_raise_vader_reward(pretrained, tmp_path, algo):
+    tok, ref = pretrained
+    config = RLConfig(algo=algo, iterations=25, batch_size=32, max_new_tokens=12, lr=3e-3 if algo == "grpo" else 2e-2,
+                      grpo=GRPOConfig(group_size=4, beta=0.04), rloo=RLOOConfig(k=4, kl_coef=0.05))
+    history, before, after = run(tok, ref, config, tmp_path)
+    print(f"{algo}: VADER {before:.3f} -> {after:.3f}, KL to ref {history[-1]['kl_to_ref']:.2f} nats")
+    assert after > before + 0.15
+    if algo == "grpo":
+        assert 0 <= history[-1]["zero_std_group_fraction"] <= 1 and history[0]["first_update_approx_kl"] == 0.0
 
 
 def test_best_of_n_rounds_raise_vader_reward(pretrained, tmp_path):

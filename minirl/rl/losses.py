@@ -37,6 +37,28 @@ def pg_loss(logprobs: Tensor, advantages, mask):
     return loss, {"policy_loss": loss.item()}
 
 
+def ppo_clip_per_token(logprobs: Tensor, old_logprobs, advantages, mask, clip_eps: float = 0.2,
+                       clip_eps_high: float | None = None):
+    """Per-token PPO clip terms ``−min(ρ_t A_t, clip(ρ_t, 1 − ε_low, 1 + ε_high) A_t)``, (B, T), and
+    their diagnostics; `ppo_policy_loss` averages them, GRPO aggregates them its own ways."""
+    eps_low, eps_high = clip_eps, clip_eps if clip_eps_high is None else clip_eps_high
+    if not (0 < eps_low < 1 and eps_high > 0):
+        raise ValueError(f"clip range needs 0 < clip_eps < 1 and clip_eps_high > 0, got {eps_low}, {eps_high}.")
+    advantages = _data(advantages)
+    logratio = logprobs - _data(old_logprobs)
+    ratio = logratio.exp()  # ρ_t
+    pg_losses = -advantages * ratio
+    pg_losses_clipped = -advantages * ratio.clip(1.0 - eps_low, 1.0 + eps_high)
+    per_token = where(pg_losses_clipped.data > pg_losses.data, pg_losses_clipped, pg_losses)
+    r, lr = ratio.data, logratio.data
+    stats = {
+        "approx_kl": float(masked_mean((r - 1.0) - lr, mask)),
+        "clipfrac": float(masked_mean((r < 1.0 - eps_low) | (r > 1.0 + eps_high), mask)),
+        "ratio_mean": float(masked_mean(r, mask)),
+    }
+    return per_token, stats
+
+
 def ppo_policy_loss(logprobs: Tensor, old_logprobs, advantages, mask, clip_eps: float = 0.2,
                     clip_eps_high: float | None = None):
     """PPO's clipped surrogate (Schulman et al. 2017), with ``ρ_t = exp(log π_θ − log π_old)``:
@@ -47,22 +69,9 @@ def ppo_policy_loss(logprobs: Tensor, old_logprobs, advantages, mask, clip_eps: 
     asymmetric clip. Diagnostics: ``approx_kl = mean_m[(ρ − 1) − log ρ]`` (k3 of π_old
     against π_θ, ≥ 0) and ``clipfrac = mean_m[ρ outside the clip range]``.
     """
-    eps_low, eps_high = clip_eps, clip_eps if clip_eps_high is None else clip_eps_high
-    if not (0 < eps_low < 1 and eps_high > 0):
-        raise ValueError(f"clip range needs 0 < clip_eps < 1 and clip_eps_high > 0, got {eps_low}, {eps_high}.")
-    advantages = _data(advantages)
-    logratio = logprobs - _data(old_logprobs)
-    ratio = logratio.exp()  # ρ_t
-    pg_losses = -advantages * ratio
-    pg_losses_clipped = -advantages * ratio.clip(1.0 - eps_low, 1.0 + eps_high)
-    loss = masked_mean(where(pg_losses_clipped.data > pg_losses.data, pg_losses_clipped, pg_losses), mask)
-    r, lr = ratio.data, logratio.data
-    stats = {
-        "policy_loss": loss.item(),
-        "approx_kl": float(masked_mean((r - 1.0) - lr, mask)),
-        "clipfrac": float(masked_mean((r < 1.0 - eps_low) | (r > 1.0 + eps_high), mask)),
-        "ratio_mean": float(masked_mean(r, mask)),
-    }
+    per_token, stats = ppo_clip_per_token(logprobs, old_logprobs, advantages, mask, clip_eps, clip_eps_high)
+    loss = masked_mean(per_token, mask)
+    stats["policy_loss"] = loss.item()
     return loss, stats
 
 

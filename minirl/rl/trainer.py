@@ -25,20 +25,22 @@ from minirl.checkpoint import CheckpointError, load_checkpoint, restore, save_ch
 from minirl.progress import Progress
 from minirl.rl.advantages import RunningMeanBaseline
 from minirl.rl.best_of_n import BestOfNConfig, best_of_n_round
+from minirl.rl.grpo import GRPOConfig, grpo_update
 from minirl.rl.kl import AdaptiveKLController
 from minirl.rl.pg import PGConfig, reinforce_update
 from minirl.rl.ppo import PPOConfig, ppo_update
+from minirl.rl.rloo import RLOOConfig, rloo_update
 from minirl.rl.rollout import collect_rollout
 from minirl.tokenizer import ranks_to_text
 from minirl.train import TrainConfig, open_metrics_log
 
-ALGOS = ("pg", "ppo", "best_of_n")
+ALGOS = ("pg", "ppo", "grpo", "rloo", "best_of_n")
 
 
 @dataclass
 class RLConfig:
     algo: str = "ppo"
-    """pg (REINFORCE with KL in the reward), ppo, or best_of_n (rejection sampling + SFT)"""
+    """pg (REINFORCE with KL in the reward), ppo, grpo, rloo, or best_of_n (rejection sampling + SFT)"""
     iterations: int = 100
     """rollouts collected (one update each)"""
     batch_size: int = 32
@@ -57,6 +59,10 @@ class RLConfig:
     """REINFORCE settings (β, baseline, ...)"""
     ppo: PPOConfig = field(default_factory=PPOConfig)
     """PPO settings (β, clip, epochs, ...)"""
+    grpo: GRPOConfig = field(default_factory=GRPOConfig)
+    """GRPO settings (G, β·k3 in the loss, loss_type, ...)"""
+    rloo: RLOOConfig = field(default_factory=RLOOConfig)
+    """RLOO settings (k, β, ...)"""
     best_of_n: BestOfNConfig = field(default_factory=BestOfNConfig)
     """best-of-n settings (n, k); its SFT steps use `sft`"""
     sft: TrainConfig = field(default_factory=lambda: TrainConfig(steps=20, batch_size=16, lr=3e-4, warmup_steps=0,
@@ -68,6 +74,18 @@ class RLConfig:
             raise ValueError(f"unknown algo {self.algo!r}; choose one of {', '.join(ALGOS)}.")
         if self.iterations < 1 or self.batch_size < 1 or self.max_new_tokens < 1:
             raise ValueError("RLConfig needs iterations, batch_size and max_new_tokens >= 1.")
+        group = self.group_size
+        if self.batch_size % group:
+            raise ValueError(f"batch_size {self.batch_size} must be a multiple of the {self.algo} group size {group}.")
+
+    @property
+    def group_size(self) -> int:
+        """Samples per prompt in one rollout: G for GRPO, k for RLOO, 1 otherwise."""
+        return {"grpo": self.grpo.group_size, "rloo": self.rloo.k}.get(self.algo, 1)
+
+    @property
+    def algo_config(self):
+        return {"pg": self.pg, "ppo": self.ppo, "grpo": self.grpo, "rloo": self.rloo}[self.algo]
 
 
 @contextlib.contextmanager
@@ -105,7 +123,7 @@ def train_rl(policy, ref_model, prompts: Sequence[Sequence[int]], reward_fn: Cal
     if config.algo == "best_of_n":
         rng = rng if rng is not None else backend.host_rng()
         return _train_best_of_n(policy, prompts, reward_fn, tokenizer, config, log_path, progress, rng)
-    algo = config.pg if config.algo == "pg" else config.ppo
+    algo = config.algo_config
     trainable = _PolicyAndValue(policy, value_model)
     opt = optim.AdamW(trainable.parameters(), lr=config.lr, weight_decay=0.0)
     controller = AdaptiveKLController(algo.kl_coef, config.kl_target, config.kl_horizon) if config.kl_target else None
@@ -136,15 +154,21 @@ def train_rl(policy, ref_model, prompts: Sequence[Sequence[int]], reward_fn: Cal
         for iteration in bar:
             t0 = time.perf_counter()
             kl_coef = controller.kl_coef if controller else algo.kl_coef
-            batch = [list(prompts[i]) for i in rng.integers(0, len(prompts), size=config.batch_size)]
+            G = config.group_size  # each sampled prompt appears G times in a row
+            batch = [list(prompts[i]) for i in rng.integers(0, len(prompts), size=config.batch_size // G)
+                     for _ in range(G)]
             rollout = collect_rollout(policy, batch, reward_fn, ref_model=ref_model, decode=tokenizer.decode,
                                       eot_id=tokenizer.eot_id, max_new_tokens=config.max_new_tokens,
                                       kl_coef=kl_coef, kl_estimator=algo.kl_estimator, value_model=value_model,
                                       temperature=algo.temperature, missing_eos_penalty=config.missing_eos_penalty)
             if config.algo == "pg":
                 stats = reinforce_update(policy, opt, rollout, algo, baseline)
-            else:
+            elif config.algo == "ppo":
                 stats = ppo_update(policy, opt, rollout, algo, value_model=value_model, rng=rng)
+            elif config.algo == "grpo":
+                stats = grpo_update(policy, opt, rollout, algo, max_len=config.max_new_tokens)
+            else:
+                stats = rloo_update(policy, opt, rollout, algo)
             if controller:
                 controller.update(stats["kl_to_ref"], config.batch_size)
             stats.update({"iteration": iteration + 1, "kl_coef": kl_coef, "seconds": time.perf_counter() - t0})
