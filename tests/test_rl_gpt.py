@@ -22,6 +22,7 @@ from minirl.rl.rloo import RLOOConfig
 from minirl.rl.rollout import collect_rollout
 from minirl.rl.sentiment import vader_reward
 from minirl.rl.trainer import RLConfig, train_rl
+from minirl.rl.trpo import TRPOConfig
 from minirl.tokenizer import Tokenizer
 from minirl.train import TrainConfig, train_lm
 
@@ -93,6 +94,16 @@ def test_group_algorithms_raise_vader_reward(pretrained, tmp_path, algo):
     assert after > before + 0.15
     if algo == "grpo":
         assert 0 <= history[-1]["zero_std_group_fraction"] <= 1 and history[0]["first_update_approx_kl"] == 0.0
+
+
+def test_trpo_raises_vader_reward_within_its_trust_region(pretrained, tmp_path):
+    tok, ref = pretrained
+    config = RLConfig(algo="trpo", iterations=16, batch_size=32, max_new_tokens=12,
+                      trpo=TRPOConfig(max_kl=0.1, kl_coef=0.05))
+    history, before, after = run(tok, ref, config, tmp_path)
+    print(f"trpo: VADER {before:.3f} -> {after:.3f}, KL to ref {history[-1]['kl_to_ref']:.2f} nats")
+    assert after > before + 0.15
+    assert all(h["kl"] <= 0.1 + 1e-9 for h in history if h["accepted"])
 
 
 def test_best_of_n_rounds_raise_vader_reward(pretrained, tmp_path):

@@ -31,16 +31,17 @@ from minirl.rl.pg import PGConfig, reinforce_update
 from minirl.rl.ppo import PPOConfig, ppo_update
 from minirl.rl.rloo import RLOOConfig, rloo_update
 from minirl.rl.rollout import collect_rollout
+from minirl.rl.trpo import TRPOConfig, trpo_update
 from minirl.tokenizer import ranks_to_text
 from minirl.train import TrainConfig, open_metrics_log
 
-ALGOS = ("pg", "ppo", "grpo", "rloo", "best_of_n")
+ALGOS = ("pg", "ppo", "grpo", "rloo", "trpo", "best_of_n")
 
 
 @dataclass
 class RLConfig:
     algo: str = "ppo"
-    """pg (REINFORCE with KL in the reward), ppo, grpo, rloo, or best_of_n (rejection sampling + SFT)"""
+    """pg (REINFORCE with KL in the reward), ppo, grpo, rloo, trpo, or best_of_n (rejection sampling + SFT)"""
     iterations: int = 100
     """rollouts collected (one update each)"""
     batch_size: int = 32
@@ -63,6 +64,8 @@ class RLConfig:
     """GRPO settings (G, β·k3 in the loss, loss_type, ...)"""
     rloo: RLOOConfig = field(default_factory=RLOOConfig)
     """RLOO settings (k, β, ...)"""
+    trpo: TRPOConfig = field(default_factory=TRPOConfig)
+    """TRPO settings (δ, conjugate gradient, line search, ...)"""
     best_of_n: BestOfNConfig = field(default_factory=BestOfNConfig)
     """best-of-n settings (n, k); its SFT steps use `sft`"""
     sft: TrainConfig = field(default_factory=lambda: TrainConfig(steps=20, batch_size=16, lr=3e-4, warmup_steps=0,
@@ -85,7 +88,7 @@ class RLConfig:
 
     @property
     def algo_config(self):
-        return {"pg": self.pg, "ppo": self.ppo, "grpo": self.grpo, "rloo": self.rloo}[self.algo]
+        return {"pg": self.pg, "ppo": self.ppo, "grpo": self.grpo, "rloo": self.rloo, "trpo": self.trpo}[self.algo]
 
 
 @contextlib.contextmanager
@@ -124,8 +127,14 @@ def train_rl(policy, ref_model, prompts: Sequence[Sequence[int]], reward_fn: Cal
         rng = rng if rng is not None else backend.host_rng()
         return _train_best_of_n(policy, prompts, reward_fn, tokenizer, config, log_path, progress, rng)
     algo = config.algo_config
+    policy.eval()  # no dropout in RL forward passes: ρ ≡ 1 on the first step depends on it
+    if value_model is not None:
+        value_model.eval()
     trainable = _PolicyAndValue(policy, value_model)
-    opt = optim.AdamW(trainable.parameters(), lr=config.lr, weight_decay=0.0)
+    # TRPO moves the policy by its own natural-gradient step; AdamW then only trains the value model.
+    learned = (value_model.parameters() if value_model is not None else []) if config.algo == "trpo" \
+        else trainable.parameters()
+    opt = optim.AdamW(learned, lr=config.lr, weight_decay=0.0) if learned else None
     controller = AdaptiveKLController(algo.kl_coef, config.kl_target, config.kl_horizon) if config.kl_target else None
     baseline = RunningMeanBaseline()
     ranks = ranks_to_text(tokenizer.ranks)
@@ -167,8 +176,10 @@ def train_rl(policy, ref_model, prompts: Sequence[Sequence[int]], reward_fn: Cal
                 stats = ppo_update(policy, opt, rollout, algo, value_model=value_model, rng=rng)
             elif config.algo == "grpo":
                 stats = grpo_update(policy, opt, rollout, algo, max_len=config.max_new_tokens)
-            else:
+            elif config.algo == "rloo":
                 stats = rloo_update(policy, opt, rollout, algo)
+            else:
+                stats = trpo_update(policy, rollout, algo, value_model=value_model, value_optimizer=opt)
             if controller:
                 controller.update(stats["kl_to_ref"], config.batch_size)
             stats.update({"iteration": iteration + 1, "kl_coef": kl_coef, "seconds": time.perf_counter() - t0})
