@@ -16,7 +16,7 @@ from minirl.rl.reward_model import score
 from minirl.table import format_table
 
 
-def _pearson(a: np.ndarray, b: np.ndarray) -> float:
+def pearson(a: np.ndarray, b: np.ndarray) -> float:
     """``cov(a, b) / (σ_a σ_b)``; NaN when either is constant or there are fewer than 2 points."""
     if len(a) < 2 or a.std() == 0 or b.std() == 0:
         return float("nan")
@@ -69,7 +69,7 @@ def reward_health_report(model, corpus_texts: Sequence[str], labels: Sequence[in
         per_label[name] = {"count": int(len(r)), "mean": float(r.mean()) if len(r) else float("nan"),
                            "std": float(r.std()) if len(r) else float("nan")}
     return {"pair_accuracy": _pair_accuracy(r_pos, r_neg), "n_pairs": int(len(r_pos) * len(r_neg)),
-            "length_correlation": _pearson(rewards, lengths), "n_texts": int(len(rewards)),
+            "length_correlation": pearson(rewards, lengths), "n_texts": int(len(rewards)),
             "positive": positive, "negative": negative, "per_label": per_label}
 
 
