@@ -13,6 +13,7 @@ from minirl.data.sft import SFTDataset
 from minirl.data.tokens import TokenStream
 from minirl.model import GPT, GPTConfig
 from minirl.rl.best_of_n import BestOfNConfig
+from minirl.rl.dpo import DPOConfig
 from minirl.rl.grpo import GRPOConfig
 from minirl.rl.ledger import ledger
 from minirl.rl.pg import PGConfig
@@ -104,6 +105,25 @@ def test_trpo_raises_vader_reward_within_its_trust_region(pretrained, tmp_path):
     print(f"trpo: VADER {before:.3f} -> {after:.3f}, KL to ref {history[-1]['kl_to_ref']:.2f} nats")
     assert after > before + 0.15
     assert all(h["kl"] <= 0.1 + 1e-9 for h in history if h["accepted"])
+
+
+def test_dpo_on_judge_labelled_pairs_raises_vader_reward(pretrained, tmp_path):
+    tok, ref = pretrained
+    policy = copy_of(ref)
+    config = RLConfig(algo="dpo", iterations=40, max_new_tokens=12, dpo_pairs=1024,
+                      dpo=DPOConfig(beta=0.1, batch_size=32, lr=3e-3, eval_interval=0))
+    before = np.mean(vader_reward(sample(policy, tok)))
+    history = train_rl(policy, ref, [[tok.eot_id]], vader_reward, tokenizer=tok, config=config,
+                       log_path=tmp_path / "dpo.jsonl", progress=False, checkpoint_path=tmp_path / "dpo.npz")
+    after = np.mean(vader_reward(sample(policy, tok)))
+    print(f"dpo (RLAIF): VADER {before:.3f} -> {after:.3f}, accuracy {history[-1]['accuracy']:.2f}")
+    assert len(history) == 40 and (tmp_path / "dpo.npz").exists()
+    assert after > before + 0.1
+
+
+def sample(model, tok):
+    out = model.generate([[tok.eot_id]] * 64, 12, eot_id=tok.eot_id, rng=backend.rng(11))
+    return [tok.decode([t for t in r if t != tok.eot_id]) for r in out.responses()]
 
 
 def test_best_of_n_rounds_raise_vader_reward(pretrained, tmp_path):

@@ -25,23 +25,26 @@ from minirl.checkpoint import CheckpointError, load_checkpoint, restore, save_ch
 from minirl.progress import Progress
 from minirl.rl.advantages import RunningMeanBaseline
 from minirl.rl.best_of_n import BestOfNConfig, best_of_n_round
+from minirl.rl.dpo import DPOConfig, train_dpo
 from minirl.rl.grpo import GRPOConfig, grpo_update
 from minirl.rl.kl import AdaptiveKLController
 from minirl.rl.pg import PGConfig, reinforce_update
 from minirl.rl.ppo import PPOConfig, ppo_update
+from minirl.rl.rlaif import label_pairs_with_judge, score_judge
 from minirl.rl.rloo import RLOOConfig, rloo_update
 from minirl.rl.rollout import collect_rollout
 from minirl.rl.trpo import TRPOConfig, trpo_update
 from minirl.tokenizer import ranks_to_text
 from minirl.train import TrainConfig, open_metrics_log
 
-ALGOS = ("pg", "ppo", "grpo", "rloo", "trpo", "best_of_n")
+ALGOS = ("pg", "ppo", "grpo", "rloo", "trpo", "best_of_n", "dpo")
 
 
 @dataclass
 class RLConfig:
     algo: str = "ppo"
-    """pg (REINFORCE with KL in the reward), ppo, grpo, rloo, trpo, or best_of_n (rejection sampling + SFT)"""
+    """pg (REINFORCE with KL in the reward), ppo, grpo, rloo, trpo, best_of_n (rejection sampling + SFT),
+    or dpo (on pairs of the starting policy's samples labelled by a judge built from the reward: RLAIF)"""
     iterations: int = 100
     """rollouts collected (one update each)"""
     batch_size: int = 32
@@ -66,6 +69,10 @@ class RLConfig:
     """RLOO settings (k, β, ...)"""
     trpo: TRPOConfig = field(default_factory=TRPOConfig)
     """TRPO settings (δ, conjugate gradient, line search, ...)"""
+    dpo: DPOConfig = field(default_factory=lambda: DPOConfig(steps=1))
+    """DPO settings; its steps are `iterations`"""
+    dpo_pairs: int = 256
+    """prompts sampled twice and judged, for DPO's preference pairs"""
     best_of_n: BestOfNConfig = field(default_factory=BestOfNConfig)
     """best-of-n settings (n, k); its SFT steps use `sft`"""
     sft: TrainConfig = field(default_factory=lambda: TrainConfig(steps=20, batch_size=16, lr=3e-4, warmup_steps=0,
@@ -126,6 +133,9 @@ def train_rl(policy, ref_model, prompts: Sequence[Sequence[int]], reward_fn: Cal
     if config.algo == "best_of_n":
         rng = rng if rng is not None else backend.host_rng()
         return _train_best_of_n(policy, prompts, reward_fn, tokenizer, config, log_path, progress, rng)
+    if config.algo == "dpo":
+        return _train_dpo_from_judge(policy, ref_model, prompts, reward_fn, tokenizer, config, log_path, progress,
+                                     checkpoint_path, stop_at)
     algo = config.algo_config
     policy.eval()  # no dropout in RL forward passes: ρ ≡ 1 on the first step depends on it
     if value_model is not None:
@@ -205,3 +215,26 @@ def _train_best_of_n(policy, prompts, reward_fn, tokenizer, config: RLConfig, lo
             history.append(stats)
             log(stats)
     return history
+
+
+def _train_dpo_from_judge(policy, ref_model, prompts, reward_fn, tokenizer, config: RLConfig, log_path, progress,
+                          checkpoint_path, stop_at) -> list[dict]:
+    """RLAIF with DPO: the reward function judges pairs of π_ref's samples once (higher score
+    wins), then DPO trains on those pairs for `config.iterations` steps. The pairs come from the
+    frozen reference, not the moving policy, so a resumed run trains on the same pairs. Ties
+    (equal scores; common with VADER, which scores many short texts 0) carry no preference
+    and are dropped."""
+    rng = np.random.default_rng([config.dpo.seed, len(prompts)])
+    batch = [list(prompts[i]) for i in rng.integers(0, len(prompts), size=config.dpo_pairs)]
+    pairs = label_pairs_with_judge(ref_model, batch, score_judge(reward_fn), tokenizer, config.max_new_tokens,
+                                   rng=backend.rng(config.dpo.seed))
+    text = lambda ids: tokenizer.decode([t for t in ids if t != tokenizer.eot_id])  # noqa: E731
+    chosen = reward_fn([text(p.chosen_ids) for p in pairs])
+    rejected = reward_fn([text(p.rejected_ids) for p in pairs])
+    pairs = [p for p, a, b in zip(pairs, chosen, rejected) if a != b]
+    if not pairs:
+        raise ValueError("every judged pair was a tie: the reward function cannot tell the policy's samples "
+                         "apart, so DPO has nothing to learn from. Sample more pairs or use another reward.")
+    dpo = dataclasses.replace(config.dpo, steps=config.iterations)
+    return train_dpo(policy, ref_model, pairs, dpo, progress=progress, log_path=log_path,
+                     checkpoint_path=checkpoint_path, stop_at=stop_at)
