@@ -117,3 +117,22 @@ def test_grpo_fixed_point_satisfies_its_equation():
     lhs = c * pi * (rewards - (pi * rewards).sum())
     np.testing.assert_allclose(lhs, 0.5 * (pi - pi_ref), atol=1e-10)
     assert pi.sum() == pytest.approx(1.0) and math.isclose(pi.min(), pi.min()) and pi.min() > 0
+
+
+def test_grpo_k3_ignores_unlikely_prompt_tokens_instead_of_overflowing():
+    logp = Tensor(np.array([[0.0, -95.0, -1.0, -2.0]], dtype=np.float32), requires_grad=True)
+    ref = np.array([[0.0, 0.0, -1.5, -1.5]], dtype=np.float32)  # off the response the rollout stores 0
+    loss, _ = grpo_loss(logp, logp.data.copy(), ref, np.array([1.0], dtype=np.float32), np.array([[0, 0, 1, 1]]),
+                        beta=0.1)
+    loss.backward()
+    assert np.isfinite(loss.item()) and np.all(np.isfinite(logp.grad))
+
+
+def test_dr_grpo_settings_are_consistent():
+    assert GRPOConfig(loss_type="dr_grpo").scale_rewards == "none"
+    assert GRPOConfig().scale_rewards == "group"
+    with pytest.raises(ValueError, match="dr_grpo removes the std scaling"):
+        GRPOConfig(loss_type="dr_grpo", scale_rewards="group")
+    with pytest.raises(ValueError, match="pass max_len"):
+        grpo_loss(Tensor(np.zeros((2, 2))), np.zeros((2, 2)), np.zeros((2, 2)), np.zeros(2), np.ones((2, 2)),
+                  loss_type="dr_grpo")

@@ -150,6 +150,30 @@ def test_ppo_with_a_value_model(pretrained, tmp_path):
     assert history[0]["first_minibatch_approx_kl"] == 0.0
 
 
+def test_reinforce_with_a_learned_value_baseline_trains_the_critic(pretrained):
+    tok, ref = pretrained
+    config = RLConfig(algo="pg", iterations=8, batch_size=32, max_new_tokens=12, lr=3e-3,
+                      pg=PGConfig(kl_coef=0.05, baseline="value"))
+    history = train_rl(copy_of(ref), ref, [[tok.eot_id]], vader_reward, tokenizer=tok, config=config,
+                       value_model=ScalarHeadModel.from_pretrained(ref), progress=False, rng=np.random.default_rng(0))
+    assert history[-1]["value_loss"] < history[0]["value_loss"]
+
+
+def test_settings_that_cannot_work_are_refused(pretrained, tmp_path):
+    tok, ref = pretrained
+    with pytest.raises(ValueError, match="kl_target adapts β in the reward, and grpo has none"):
+        RLConfig(algo="grpo", kl_target=2.0)
+    with pytest.raises(ValueError, match="multiple of the rloo group size 4"):
+        RLConfig(algo="rloo", batch_size=6)
+    with pytest.raises(ValueError, match="not checkpointed"):
+        train_rl(copy_of(ref), ref, [[tok.eot_id]], vader_reward, tokenizer=tok, config=RLConfig(algo="best_of_n"),
+                 checkpoint_path=tmp_path / "x.npz", progress=False)
+    dropout_policy = GPT(GPTConfig(**{**ref.config.to_dict(), "dropout": 0.1}))
+    with pytest.raises(ValueError, match="call policy.eval"):
+        collect_rollout(dropout_policy, [[tok.eot_id]], vader_reward, ref_model=ref, decode=tok.decode,
+                        eot_id=tok.eot_id, max_new_tokens=2, kl_coef=0.1)
+
+
 def test_rollout_masks_rewards_and_ledger_line_up(pretrained):
     tok, model = pretrained
     r = collect_rollout(model, [[tok.eot_id], [tok.eot_id] + tok.encode("i love")], vader_reward, ref_model=model,

@@ -221,3 +221,10 @@ def test_reward_function_output_is_checked():
         check_scores([1.0, float("nan")], 2)
     with pytest.raises(ValueError, match="sequence of numbers"):
         check_scores(["good", "bad"], 2)
+
+
+def test_losses_refuse_mismatched_shapes():
+    with pytest.raises(ValueError, match=r"pg_loss: inputs must share one shape, got logprobs \(2, 3\), advantages \(2,\)"):
+        pg_loss(Tensor(np.zeros((2, 3))), np.zeros(2), np.ones((2, 3)))
+    with pytest.raises(ValueError, match="bradley_terry_loss"):
+        bradley_terry_loss(Tensor(np.zeros(3)), Tensor(np.zeros(4)))

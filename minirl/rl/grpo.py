@@ -33,7 +33,7 @@ import numpy as np
 
 from minirl import backend, optim
 from minirl.rl.kl import kl_penalty
-from minirl.rl.losses import masked_mean, ppo_clip_per_token
+from minirl.rl.losses import check_finite, masked_mean, ppo_clip_per_token
 from minirl.rl.pg import rollout_stats
 from minirl.rl.rollout import Rollout
 from minirl.tensor import no_grad
@@ -75,14 +75,17 @@ def grpo_loss(logprobs, old_logprobs, ref_logprobs, advantages, mask, *, beta: f
     m = mask.astype(logprobs.dtype)
     token_adv = advantages[:, None] * m  # (B, T): Â_i on every token of row i
     per_token, stats = ppo_clip_per_token(logprobs, old_logprobs, token_adv, mask, clip_eps, clip_eps_high)
-    kl = kl_penalty(logprobs, ref_logprobs, "k3")  # (B, T), differentiable: β·k3 is a loss term
+    # (B, T), differentiable: β·k3 is a loss term. Masked first, so l = 0 off the response: a prompt
+    # or pad token with log π < −88 would otherwise overflow e^l to inf, and inf·0 is NaN.
+    kl = kl_penalty(logprobs * m, ref_logprobs * m, "k3")
     if beta:
         per_token = per_token + beta * kl
     if loss_type == "grpo":
         loss = masked_mean(per_token, mask, axis=1).mean()
     elif loss_type == "dr_grpo":
-        denom = mask.shape[0] * (max_len if max_len is not None else mask.shape[1])
-        loss = (per_token * m).sum() / denom
+        if max_len is None:
+            raise ValueError("dr_grpo divides by the constant G·max_len: pass max_len (the max_new_tokens).")
+        loss = (per_token * m).sum() / (mask.shape[0] * max_len)
     else:
         loss = (per_token * m).sum() / max(float(m.sum()), 1.0)
     stats.update({"grpo_loss": loss.item(), "kl_k3": float(masked_mean(kl.data, mask))})
@@ -101,8 +104,8 @@ class GRPOConfig:
     """ε_high (DAPO's clip-higher); None means ε_low"""
     loss_type: str = "grpo"
     """grpo, dr_grpo or dapo aggregation"""
-    scale_rewards: str = "group"
-    """divide by the std of the group, the batch, or none (dr_grpo uses none)"""
+    scale_rewards: str | None = None
+    """divide by the std of the group, the batch, or none; None picks none for dr_grpo, group otherwise"""
     updates_per_batch: int = 1
     """gradient steps on each batch (μ); the first is exactly on-policy"""
     max_grad_norm: float = 1.0
@@ -117,8 +120,12 @@ class GRPOConfig:
     def __post_init__(self):
         if self.group_size < 2:
             raise ValueError(f"GRPO needs group_size >= 2, got {self.group_size}.")
+        if self.scale_rewards is None:
+            self.scale_rewards = "none" if self.loss_type == "dr_grpo" else "group"
         if self.loss_type not in LOSS_TYPES or self.scale_rewards not in SCALES:
             raise ValueError(f"GRPOConfig: loss_type must be one of {LOSS_TYPES} and scale_rewards one of {SCALES}.")
+        if self.loss_type == "dr_grpo" and self.scale_rewards != "none":
+            raise ValueError("dr_grpo removes the std scaling (Liu et al. 2025): use scale_rewards='none'.")
 
 
 def grpo_update(policy, optimizer, rollout: Rollout, config: GRPOConfig, max_len: int | None = None) -> dict:
@@ -134,6 +141,7 @@ def grpo_update(policy, optimizer, rollout: Rollout, config: GRPOConfig, max_len
         loss, stats = grpo_loss(logprobs, old, rollout.ref_logprobs, advantages, rollout.response_mask,
                                 beta=config.beta, clip_eps=config.clip_eps, clip_eps_high=config.clip_eps_high,
                                 loss_type=config.loss_type, max_len=max_len)
+        check_finite(loss, "GRPO")
         stats["entropy"] = float(masked_mean(ent.data, rollout.response_mask))
         optimizer.zero_grad()
         loss.backward()

@@ -18,6 +18,20 @@ def _data(x):
     return x.data if isinstance(x, Tensor) else x
 
 
+def check_finite(loss: Tensor, what: str) -> None:
+    """Stop before a NaN or inf loss reaches the optimizer (and, from there, every weight)."""
+    value = loss.item()
+    if value != value or value in (float("inf"), float("-inf")):
+        raise FloatingPointError(f"the {what} loss is {value}; the update was skipped. Lower the learning rate, "
+                                 "check the reward function, or raise the KL coefficient.")
+
+
+def _same_shape(what: str, **arrays) -> None:
+    shapes = {name: tuple(_data(a).shape) for name, a in arrays.items()}
+    if len(set(shapes.values())) > 1:
+        raise ValueError(f"{what}: inputs must share one shape, got " + ", ".join(f"{k} {v}" for k, v in shapes.items()))
+
+
 def masked_mean(x, mask, axis=None):
     """``Σ m·x / Σ m`` over all entries (or along `axis`); 0 where nothing is masked in.
 
@@ -33,6 +47,7 @@ def masked_mean(x, mask, axis=None):
 def pg_loss(logprobs: Tensor, advantages, mask):
     """REINFORCE with a baseline (Williams 1992):
     ``L = −(1/Σm) Σ_t m_t · log π_θ(a_t|s_t) · sg(G_t − b_t)``; pass ``G − b`` as `advantages`."""
+    _same_shape("pg_loss", logprobs=logprobs, advantages=advantages, mask=mask)
     loss = -masked_mean(logprobs * _data(advantages), mask)
     return loss, {"policy_loss": loss.item()}
 
@@ -41,6 +56,7 @@ def ppo_clip_per_token(logprobs: Tensor, old_logprobs, advantages, mask, clip_ep
                        clip_eps_high: float | None = None):
     """Per-token PPO clip terms ``−min(ρ_t A_t, clip(ρ_t, 1 − ε_low, 1 + ε_high) A_t)``, (B, T), and
     their diagnostics; `ppo_policy_loss` averages them, GRPO aggregates them its own ways."""
+    _same_shape("ppo_policy_loss", logprobs=logprobs, old_logprobs=old_logprobs, advantages=advantages, mask=mask)
     eps_low, eps_high = clip_eps, clip_eps if clip_eps_high is None else clip_eps_high
     if not (0 < eps_low < 1 and eps_high > 0):
         raise ValueError(f"clip range needs 0 < clip_eps < 1 and clip_eps_high > 0, got {eps_low}, {eps_high}.")
@@ -78,6 +94,7 @@ def ppo_policy_loss(logprobs: Tensor, old_logprobs, advantages, mask, clip_eps: 
 def ppo_value_loss(values: Tensor, old_values, returns, mask, clip_eps_v: float = 0.2):
     """PPO's clipped value loss:
     ``L_V = ½·mean_m[max((V − R)², (V_old + clip(V − V_old, −ε_v, ε_v) − R)²)]``."""
+    _same_shape("ppo_value_loss", values=values, old_values=old_values, returns=returns, mask=mask)
     old_values, returns = _data(old_values), _data(returns)
     clipped = old_values + (values - old_values).clip(-clip_eps_v, clip_eps_v)
     loss_unclipped = (values - returns) ** 2
@@ -113,6 +130,7 @@ def bradley_terry_loss(r_chosen: Tensor, r_rejected: Tensor, margin: float = 0.0
     The centering term (c > 0) pins the reward's free offset near 0, since the first term
     only sees differences. Reports ``accuracy = mean[r_w > r_l]``.
     """
+    _same_shape("bradley_terry_loss", r_chosen=r_chosen, r_rejected=r_rejected)
     diff = r_chosen - r_rejected  # (N,)
     loss = -F.log_sigmoid(diff - margin).mean()
     if center_coef:

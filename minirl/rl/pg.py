@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 from minirl import optim
 from minirl.rl.advantages import RunningMeanBaseline, discounted_returns, whiten
-from minirl.rl.losses import masked_mean, pg_loss
-from minirl.rl.rollout import Rollout
+from minirl.rl.losses import check_finite, masked_mean, pg_loss
+from minirl.rl.rollout import Rollout, state_values
 
 BASELINES = ("none", "mean", "value")
 
@@ -42,8 +42,12 @@ class PGConfig:
 
 
 def reinforce_update(policy, optimizer, rollout: Rollout, config: PGConfig,
-                     running_mean: RunningMeanBaseline | None = None) -> dict:
-    """One REINFORCE step on a rollout; returns its metrics."""
+                     running_mean: RunningMeanBaseline | None = None, value_model=None) -> dict:
+    """One REINFORCE step on a rollout; returns its metrics.
+
+    With ``baseline="value"`` the learned ``V_ψ(s_t)`` is subtracted from ``G_t`` and trained in
+    the same step on ``½·mean_m[(V_ψ(s_t) − G_t)²]`` (`optimizer` must hold its parameters too).
+    """
     mask = rollout.response_mask
     returns = discounted_returns(rollout.rewards, mask, config.gamma)  # G_t
     if config.baseline == "mean":
@@ -51,8 +55,8 @@ def reinforce_update(policy, optimizer, rollout: Rollout, config: PGConfig,
             raise ValueError("baseline='mean' needs a RunningMeanBaseline to carry between updates.")
         advantages = returns - running_mean.update(rollout.scores)
     elif config.baseline == "value":
-        if rollout.values is None:
-            raise ValueError("baseline='value' needs a rollout collected with a value model.")
+        if rollout.values is None or value_model is None:
+            raise ValueError("baseline='value' needs a value model, and a rollout collected with it.")
         advantages = returns - rollout.values
     else:
         advantages = returns
@@ -61,6 +65,12 @@ def reinforce_update(policy, optimizer, rollout: Rollout, config: PGConfig,
         advantages = whiten(advantages, mask)
     logprobs = policy.logprobs(rollout.tokens, rollout.attention_mask, temperature=config.temperature)
     loss, stats = pg_loss(logprobs, advantages, mask)
+    if config.baseline == "value":
+        values = state_values(value_model, rollout.tokens, rollout.attention_mask)
+        value_loss = 0.5 * masked_mean((values - returns) ** 2, mask)
+        stats["value_loss"] = value_loss.item()
+        loss = loss + value_loss
+    check_finite(loss, "REINFORCE")
     optimizer.zero_grad()
     loss.backward()
     if config.max_grad_norm > 0:

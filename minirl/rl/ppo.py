@@ -20,9 +20,9 @@ import numpy as np
 
 from minirl import backend, optim
 from minirl.rl.advantages import discounted_returns, gae, whiten
-from minirl.rl.losses import explained_variance, masked_mean, ppo_policy_loss, ppo_value_loss
+from minirl.rl.losses import check_finite, explained_variance, masked_mean, ppo_policy_loss, ppo_value_loss
 from minirl.rl.pg import rollout_stats
-from minirl.rl.rollout import Rollout, state_values
+from minirl.rl.rollout import Rollout, require_eval_mode, state_values
 from minirl.tensor import no_grad
 
 
@@ -83,6 +83,7 @@ def ppo_update(policy, optimizer, rollout: Rollout, config: PPOConfig, value_mod
     and the value model's too when there is one. Returns the mean metrics of the update."""
     if (value_model is None) != (rollout.values is None):
         raise ValueError("pass a value model exactly when the rollout was collected with one.")
+    require_eval_mode(policy, "PPO")
     rng = rng if rng is not None else backend.host_rng()
     advantages, returns = advantages_and_returns(rollout, config)
     B = rollout.tokens.shape[0]
@@ -115,6 +116,7 @@ def ppo_update(policy, optimizer, rollout: Rollout, config: PPOConfig, value_mod
                 v_loss, v_stats = ppo_value_loss(values, rollout.values[idx], returns[idx], mask, config.clip_eps_v)
                 loss = loss + config.vf_coef * v_loss
                 stats.update(v_stats)
+            check_finite(loss, "PPO")
             optimizer.zero_grad()
             loss.backward()
             if config.max_grad_norm > 0:

@@ -208,7 +208,7 @@ def train_reward_model(model: ScalarHeadModel, train_pairs: Sequence[PreferenceP
         opt.step()
         done = step + 1
         metrics = {"step": done, "loss": loss.item(), "lr": opt.lr, "grad_norm": grad_norm, **stats}
-        if val_pairs and (done == config.steps or (config.eval_interval and done % config.eval_interval == 0)):
+        if val_pairs and (done == end or (config.eval_interval and done % config.eval_interval == 0)):
             val = evaluate_pairs(model, val_pairs, config.margin, config.center_coef)
             metrics.update(val_loss=val["loss"], val_accuracy=val["accuracy"], val_margin=val["margin_mean"])
         bar.set(loss=metrics["loss"], acc=stats["accuracy"],

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from minirl import backend, optim
-from minirl.rl.losses import pg_loss
+from minirl.rl.losses import check_finite, pg_loss
 from minirl.rl.pg import rollout_stats
 from minirl.rl.rollout import Rollout
 
@@ -61,6 +61,7 @@ def rloo_update(policy, optimizer, rollout: Rollout, config: RLOOConfig) -> dict
     advantages = leave_one_out_advantages(returns, config.k)  # (B,)
     logprobs = policy.logprobs(rollout.tokens, rollout.attention_mask, temperature=config.temperature)
     loss, stats = pg_loss(logprobs, advantages[:, None] * mask, mask)
+    check_finite(loss, "RLOO")
     optimizer.zero_grad()
     loss.backward()
     if config.max_grad_norm > 0:

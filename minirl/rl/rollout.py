@@ -49,6 +49,12 @@ class Rollout:
     """column where responses start"""
 
 
+def require_eval_mode(model, what: str) -> None:
+    """RL needs deterministic forward passes: with dropout on, π_old ≠ π_θ even before any update."""
+    if any(getattr(m, "p", 0) > 0 and m.training for m in model.modules() if type(m).__name__ == "Dropout"):
+        raise ValueError(f"{what} needs the policy without dropout: call policy.eval() first (train_rl does).")
+
+
 def state_values(value_model, tokens, attention_mask) -> Tensor:
     """``V(s_t)`` on the token grid: the head read at position t−1, the last token the policy
     saw before choosing token t. Column 0 (no state before it) is 0. (B, T) -> (B, T)."""
@@ -60,14 +66,17 @@ def state_values(value_model, tokens, attention_mask) -> Tensor:
 def collect_rollout(policy, prompts: Sequence[Sequence[int]], reward_fn: Callable[[list[str]], Sequence[float]], *,
                     ref_model, decode: Callable[[list[int]], str], eot_id: int, max_new_tokens: int,
                     kl_coef: float, kl_estimator: str = "k1", value_model=None, temperature: float = 1.0,
-                    top_k: int | None = None, top_p: float | None = None, missing_eos_penalty: float = 0.0,
-                    rng=None) -> Rollout:
-    """Sample one response per prompt (repeat a prompt for G samples of it) and price every token."""
+                    missing_eos_penalty: float = 0.0, rng=None) -> Rollout:
+    """Sample one response per prompt (repeat a prompt for G samples of it) and price every token.
+
+    There is no top-k or top-p here on purpose: they truncate the distribution the tokens come
+    from, while the log-probs, the KL and the PPO ratio are those of the full policy at τ.
+    """
     if policy.config.vocab_size != ref_model.config.vocab_size:
         raise ValueError(f"policy and reference vocabularies differ ({policy.config.vocab_size} vs "
                          f"{ref_model.config.vocab_size}): they must share one tokenizer.")
-    gen = policy.generate(prompts, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-                          eot_id=eot_id, rng=rng)
+    require_eval_mode(policy, "a rollout")
+    gen = policy.generate(prompts, max_new_tokens, temperature=temperature, eot_id=eot_id, rng=rng)
     with no_grad():  # π_old rescored in one pass like π_ref, so the two agree exactly while π_θ = π_ref
         logprobs = policy.logprobs(gen.tokens, gen.attention_mask, temperature=temperature).data * gen.response_mask
         ref_logprobs = ref_model.logprobs(gen.tokens, gen.attention_mask, temperature=temperature).data

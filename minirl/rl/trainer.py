@@ -52,7 +52,7 @@ class RLConfig:
     max_new_tokens: int = 48
     """response length cap"""
     lr: float = 5e-4
-    """AdamW learning rate for the policy (and value model)"""
+    """AdamW learning rate for the policy (and value model); dpo uses dpo.lr and best_of_n sft.lr"""
     kl_target: float | None = None
     """if set, adapt β toward this KL to the reference (nats per response)"""
     kl_horizon: int = 10_000
@@ -84,6 +84,10 @@ class RLConfig:
             raise ValueError(f"unknown algo {self.algo!r}; choose one of {', '.join(ALGOS)}.")
         if self.iterations < 1 or self.batch_size < 1 or self.max_new_tokens < 1:
             raise ValueError("RLConfig needs iterations, batch_size and max_new_tokens >= 1.")
+        if self.kl_target is not None and not (self.algo in ("pg", "ppo", "rloo", "trpo") and self.algo_config.kl_coef > 0):
+            raise ValueError(f"kl_target adapts β in the reward, and {self.algo} has none to adapt here (GRPO puts its KL "
+                             "in the loss, DPO and best-of-n have none, and a kl_coef of 0 cannot be scaled). Drop "
+                             "kl_target, or use pg/ppo/rloo/trpo with kl_coef > 0.")
         group = self.group_size
         if self.batch_size % group:
             raise ValueError(f"batch_size {self.batch_size} must be a multiple of the {self.algo} group size {group}.")
@@ -131,6 +135,8 @@ def train_rl(policy, ref_model, prompts: Sequence[Sequence[int]], reward_fn: Cal
     if len(prompts) == 0:
         raise ValueError("train_rl needs at least one prompt (use [[eot_id]] for unconditional samples).")
     if config.algo == "best_of_n":
+        if checkpoint_path is not None or stop_at is not None:
+            raise ValueError("best_of_n rounds are not checkpointed yet: run them without checkpoint_path/stop_at.")
         rng = rng if rng is not None else backend.host_rng()
         return _train_best_of_n(policy, prompts, reward_fn, tokenizer, config, log_path, progress, rng)
     if config.algo == "dpo":
@@ -181,7 +187,7 @@ def train_rl(policy, ref_model, prompts: Sequence[Sequence[int]], reward_fn: Cal
                                       kl_coef=kl_coef, kl_estimator=algo.kl_estimator, value_model=value_model,
                                       temperature=algo.temperature, missing_eos_penalty=config.missing_eos_penalty)
             if config.algo == "pg":
-                stats = reinforce_update(policy, opt, rollout, algo, baseline)
+                stats = reinforce_update(policy, opt, rollout, algo, baseline, value_model=value_model)
             elif config.algo == "ppo":
                 stats = ppo_update(policy, opt, rollout, algo, value_model=value_model, rng=rng)
             elif config.algo == "grpo":
