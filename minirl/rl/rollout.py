@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-from minirl import backend
+from minirl import backend, nn
 from minirl.indexing import concatenate
 from minirl.rl.rewards import check_scores, token_rewards
 from minirl.tensor import Tensor, no_grad
@@ -51,7 +51,7 @@ class Rollout:
 
 def require_eval_mode(model, what: str) -> None:
     """RL needs deterministic forward passes: with dropout on, π_old ≠ π_θ even before any update."""
-    if any(getattr(m, "p", 0) > 0 and m.training for m in model.modules() if type(m).__name__ == "Dropout"):
+    if any(isinstance(m, nn.Dropout) and m.p > 0 and m.training for m in model.modules()):
         raise ValueError(f"{what} needs the policy without dropout: call policy.eval() first (train_rl does).")
 
 
