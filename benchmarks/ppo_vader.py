@@ -19,29 +19,17 @@ import time
 import numpy as np
 
 from minirl import backend
-from minirl.checkpoint import load_checkpoint, restore
 from minirl.data import filter_labels, load_corpus, train_val_split
 from minirl.data.sft import SFTDataset
-from minirl.model import GPT, GPTConfig
+from minirl.model import GPT
+from minirl.pretrain import load_pretrained
 from minirl.rl.ppo import PPOConfig
 from minirl.rl.reward_model import ScalarHeadModel
 from minirl.rl.sentiment import vader_reward
 from minirl.rl.trainer import RLConfig, train_rl
 from minirl.sampling import generate
 from minirl.table import format_table
-from minirl.tokenizer import Tokenizer, ranks_from_text
 from minirl.train import TrainConfig, train_lm
-
-
-def load_pretrained(directory: pathlib.Path) -> tuple[GPT, Tokenizer]:
-    path = directory / "ckpt.npz"
-    if not path.exists():
-        raise FileNotFoundError(f"no pretrained checkpoint at {path}; run `python -m minirl.pretrain --out {directory}`.")
-    ckpt = load_checkpoint(path)
-    tok = Tokenizer.from_ranks(ranks_from_text(ckpt.tokenizer_ranks))
-    model = GPT(GPTConfig(**ckpt.meta["model_config"]))
-    restore(ckpt, model, restore_rng=False)
-    return model, tok
 
 
 def sample_texts(model, tok, n: int, seed: int) -> list[str]:

@@ -33,25 +33,12 @@ import time
 import numpy as np
 
 from minirl import backend
-from minirl.checkpoint import load_checkpoint, restore
 from minirl.data import load_tweets, pairs_from_labels, train_val_split
-from minirl.model import GPT, GPTConfig
+from minirl.pretrain import load_pretrained
 from minirl.rl.reward_model import RewardModelConfig, ScalarHeadModel, evaluate_pairs, train_reward_model
 from minirl.rl.rlaif import judge_agreement, label_pairs_with_judge, score_judge
 from minirl.rl.sentiment import vader_reward
 from minirl.table import format_table
-from minirl.tokenizer import Tokenizer, ranks_from_text
-
-
-def load_pretrained(directory: pathlib.Path) -> tuple[GPT, Tokenizer]:
-    path = directory / "ckpt.npz"
-    if not path.exists():
-        raise FileNotFoundError(f"no pretrained checkpoint at {path}; run `python -m minirl.pretrain --out {directory}`.")
-    ckpt = load_checkpoint(path)
-    tok = Tokenizer.from_ranks(ranks_from_text(ckpt.tokenizer_ranks))
-    model = GPT(GPTConfig(**ckpt.meta["model_config"]))
-    restore(ckpt, model, restore_rng=False)
-    return model, tok
 
 
 def main(argv=None) -> int:

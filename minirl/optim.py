@@ -141,6 +141,16 @@ class AdamW(Optimizer):
         self.betas = tuple(self.betas)
 
 
+def minimize_step(optimizer: Optimizer, loss, max_grad_norm: float = 0.0) -> float | None:
+    """One optimisation step on `loss`: zero the gradients, backward, clip the global norm to
+    `max_grad_norm` (when > 0), update. Returns the norm before clipping (None without clipping)."""
+    optimizer.zero_grad()
+    loss.backward()
+    norm = clip_grad_norm(optimizer.params, max_grad_norm) if max_grad_norm > 0 else None
+    optimizer.step()
+    return norm
+
+
 def clip_grad_norm(params, max_norm: float) -> float:
     """Scale all gradients by ``min(1, max_norm / ‖g‖)``, with ‖g‖ the global L2 norm.
 

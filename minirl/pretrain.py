@@ -19,12 +19,13 @@ import time
 from dataclasses import dataclass
 
 from minirl import backend
+from minirl.checkpoint import load_checkpoint, restore
 from minirl.cli import add_dataclass_args, from_args
 from minirl.data import load_corpus, train_val_split
 from minirl.data.tokens import TokenStream
 from minirl.model import GPT, GPTConfig
 from minirl.sampling import generate
-from minirl.tokenizer import Tokenizer
+from minirl.tokenizer import Tokenizer, ranks_from_text
 from minirl.train import TrainConfig, train_lm
 
 
@@ -118,6 +119,20 @@ def pretrain(run: PretrainConfig, model_cfg: GPTConfig, train_cfg: TrainConfig) 
     final = history[-1] if history else {}
     return {"out": str(out), "steps": train_cfg.steps, "val_loss": final.get("val_loss"),
             "parameters": model.num_parameters()}
+
+
+def load_pretrained(directory) -> tuple[GPT, Tokenizer]:
+    """The model and tokenizer a `python -m minirl.pretrain --out DIRECTORY` run left behind."""
+    path = pathlib.Path(directory) / "ckpt.npz"
+    if not path.exists():
+        raise FileNotFoundError(f"no pretrained checkpoint at {path}; run `python -m minirl.pretrain --out {directory}`.")
+    ckpt = load_checkpoint(path)
+    if ckpt.tokenizer_ranks is None:
+        raise ValueError(f"{path} carries no tokenizer; it was not written by `python -m minirl.pretrain`.")
+    tok = Tokenizer.from_ranks(ranks_from_text(ckpt.tokenizer_ranks))
+    model = GPT(GPTConfig(**ckpt.meta["model_config"]))
+    restore(ckpt, model, restore_rng=False)
+    return model, tok
 
 
 def main(argv=None) -> int:

@@ -135,3 +135,12 @@ def test_tiny_mlp_learns_xor(backend_name):
         opt.step()
     assert loss.item() < 0.05
     assert model(x).numpy().argmax(-1).tolist() == [0, 1, 1, 0]
+
+
+def test_minimize_step_clips_and_updates():
+    p = nn.Parameter(np.array([3.0, 4.0]), dtype=np.float64)
+    opt = optim.SGD([p], lr=1.0)
+    norm = optim.minimize_step(opt, (p * p).sum() * 0.5, max_grad_norm=1.0)  # gradient = p, norm 5
+    assert norm == pytest.approx(5.0)
+    np.testing.assert_allclose(p.numpy(), [3.0 - 0.6, 4.0 - 0.8], rtol=1e-5)
+    assert optim.minimize_step(opt, p.sum()) is None  # no clipping asked: no norm computed

@@ -11,26 +11,7 @@ from minirl.rl.rollout import collect_rollout
 from minirl.rl.trpo import (TRPOConfig, backtracking_line_search, conjugate_gradient, fisher_vector_product,
                             mean_kl, policy_log_dist, trpo_update)
 from minirl.tensor import no_grad
-
-EOT = 5
-REWARD = np.array([1.0, 0.0, 0.5, -1.0, 0.2, -0.3])  # the bandit of test_rl_oracle.py
-BETA = 0.5
-TV_TOLERANCE = 0.015
-
-
-def bandit_gpt() -> GPT:
-    backend.manual_seed(7)
-    model = GPT(GPTConfig(vocab_size=6, block_size=2, n_layer=1, n_head=1, n_embd=8))
-    model.wte.weight.data *= 10  # a clearly non-uniform π_ref (it favours EOT)
-    return model
-
-
-def distribution(model) -> np.ndarray:
-    """π(y) for every one-token response y, exactly."""
-    with no_grad():
-        lp = model.logprobs(np.array([[EOT, y] for y in range(6)])).numpy()[:, 1]
-    return np.exp(lp.astype(np.float64))
-
+from tests.test_rl_oracle import BETA, EOT, REWARD, TV_TOLERANCE, bandit_gpt, distribution
 
 def bandit_rollout(policy, ref, rng, batch=256):
     return collect_rollout(policy, [[EOT]] * batch, lambda texts: [REWARD[int(t)] if t else REWARD[EOT] for t in texts],

@@ -143,11 +143,7 @@ def grpo_update(policy, optimizer, rollout: Rollout, config: GRPOConfig, max_len
                                 loss_type=config.loss_type, max_len=max_len)
         check_finite(loss, "GRPO")
         stats["entropy"] = float(masked_mean(ent.data, rollout.response_mask))
-        optimizer.zero_grad()
-        loss.backward()
-        if config.max_grad_norm > 0:
-            stats["grad_norm"] = optim.clip_grad_norm(optimizer.params, config.max_grad_norm)
-        optimizer.step()
+        stats["grad_norm"] = optim.minimize_step(optimizer, loss, config.max_grad_norm)
         history.append(stats)
     summary = {k: float(np.mean([h[k] for h in history])) for k in history[0]}
     summary.update(rollout_stats(rollout))

@@ -71,11 +71,7 @@ def reinforce_update(policy, optimizer, rollout: Rollout, config: PGConfig,
         stats["value_loss"] = value_loss.item()
         loss = loss + value_loss
     check_finite(loss, "REINFORCE")
-    optimizer.zero_grad()
-    loss.backward()
-    if config.max_grad_norm > 0:
-        stats["grad_norm"] = optim.clip_grad_norm(optimizer.params, config.max_grad_norm)
-    optimizer.step()
+    stats["grad_norm"] = optim.minimize_step(optimizer, loss, config.max_grad_norm)
     stats.update(rollout_stats(rollout))
     return stats
 

@@ -117,11 +117,7 @@ def ppo_update(policy, optimizer, rollout: Rollout, config: PPOConfig, value_mod
                 loss = loss + config.vf_coef * v_loss
                 stats.update(v_stats)
             check_finite(loss, "PPO")
-            optimizer.zero_grad()
-            loss.backward()
-            if config.max_grad_norm > 0:
-                stats["grad_norm"] = optim.clip_grad_norm(optimizer.params, config.max_grad_norm)
-            optimizer.step()
+            stats["grad_norm"] = optim.minimize_step(optimizer, loss, config.max_grad_norm)
             stats["epoch"] = epoch
             history.append(stats)
             if config.target_kl is not None and stats["approx_kl"] > 1.5 * config.target_kl:

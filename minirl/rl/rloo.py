@@ -62,11 +62,7 @@ def rloo_update(policy, optimizer, rollout: Rollout, config: RLOOConfig) -> dict
     logprobs = policy.logprobs(rollout.tokens, rollout.attention_mask, temperature=config.temperature)
     loss, stats = pg_loss(logprobs, advantages[:, None] * mask, mask)
     check_finite(loss, "RLOO")
-    optimizer.zero_grad()
-    loss.backward()
-    if config.max_grad_norm > 0:
-        stats["grad_norm"] = optim.clip_grad_norm(optimizer.params, config.max_grad_norm)
-    optimizer.step()
+    stats["grad_norm"] = optim.minimize_step(optimizer, loss, config.max_grad_norm)
     stats.update(rollout_stats(rollout))
     stats["advantage_std"] = float(advantages.std())
     return stats
