@@ -13,6 +13,7 @@ from minirl.data import PreferencePair, pairs_from_labels, synthetic_corpus, tra
 from minirl.data.tokens import TokenStream
 from minirl.gradcheck import check_grad
 from minirl.model import GPT, GPTConfig
+from minirl.rl.bandit import Bandit
 from minirl.rl.dpo import (DPOConfig, dpo_loss, evaluate_dpo, pair_batch, pair_logprobs, sequence_logprobs,
                            train_dpo)
 from minirl.tensor import no_grad
@@ -114,22 +115,14 @@ def test_policy_equal_to_reference_gives_log_2_and_the_reference_is_computed_onc
     assert [h["loss"] for h in again] == [h["loss"] for h in history]  # batches seeded by (seed, step)
 
 
-EOT = 5
-REWARD = np.array([1.0, 0.0, 0.5, -1.0, 0.2, -0.3])  # R of each one-token response, EOT included
-
-
-def bandit_gpt() -> GPT:
-    """A one-step bandit that is a GPT: prompt [EOT], one response token out of six."""
-    backend.manual_seed(7)
-    model = GPT(GPTConfig(vocab_size=6, block_size=2, n_layer=1, n_head=1, n_embd=8))
-    model.wte.weight.data *= 3  # a non-uniform π_ref (EOT 0.26, the others 0.13 to 0.15)
-    return model
+BANDIT = Bandit(sharpness=3.0)  # a softer π_ref than the RL oracle's (EOT 0.26, the others 0.13 to 0.15)
+EOT, REWARD = BANDIT.eot_id, BANDIT.rewards
+bandit_gpt = BANDIT.model
 
 
 def response_logprobs(model) -> np.ndarray:
     """log π(y) for all six responses, exactly."""
-    with no_grad():
-        return model.logprobs(np.array([[EOT, y] for y in range(6)])).numpy()[:, 1].astype(np.float64)
+    return np.log(BANDIT.distribution(model))
 
 
 def bradley_terry_fit(winners, losers, steps=3000):

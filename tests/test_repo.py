@@ -25,3 +25,10 @@ def load_example(name):
 def test_xor_example_learns(capsys):
     assert load_example("xor_mlp").main() < 0.01
     assert "1 xor 1" in capsys.readouterr().out
+
+
+def test_bandit_oracle_example_runs(capsys):
+    results = load_example("bandit_oracle").main(iterations=15)
+    assert set(results) == {"REINFORCE", "PPO", "RLOO", "TRPO", "GRPO (dr_grpo)"}
+    assert all(abs(pi.sum() - 1) < 1e-6 for pi in results.values())
+    assert "TV to π*" in capsys.readouterr().out

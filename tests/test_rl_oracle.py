@@ -10,45 +10,17 @@ import numpy as np
 import pytest
 
 from minirl import backend, optim
-from minirl.model import GPT, GPTConfig
 from minirl.rl.advantages import RunningMeanBaseline
+from minirl.rl.bandit import Bandit, total_variation
 from minirl.rl.best_of_n import best_of_n_indices
 from minirl.rl.pg import PGConfig, reinforce_update
 from minirl.rl.ppo import PPOConfig, ppo_update
-from minirl.rl.rollout import collect_rollout
-from minirl.tensor import no_grad
 
-EOT = 5
-REWARD = np.array([1.0, 0.0, 0.5, -1.0, 0.2, -0.3])  # R of each one-token response; EOT is an action too
-BETA = 0.5
+BANDIT = Bandit()
+EOT, REWARD, BETA = BANDIT.eot_id, BANDIT.rewards, BANDIT.beta
 TV_TOLERANCE = 0.015
-
-
-def bandit_gpt() -> GPT:
-    backend.manual_seed(7)
-    model = GPT(GPTConfig(vocab_size=6, block_size=2, n_layer=1, n_head=1, n_embd=8))
-    model.wte.weight.data *= 10  # a clearly non-uniform π_ref (it favours EOT)
-    return model
-
-
-def distribution(model) -> np.ndarray:
-    """π(y) for every y, exactly: one forward pass over all six responses."""
-    with no_grad():
-        lp = model.logprobs(np.array([[EOT, y] for y in range(6)])).numpy()[:, 1]
-    return np.exp(lp)
-
-
-def decode(ids):
-    return str(ids[0]) if ids else ""
-
-
-def reward_fn(texts):
-    return [REWARD[int(t)] if t else REWARD[EOT] for t in texts]
-
-
-def optimum(pi_ref):
-    p = pi_ref * np.exp(REWARD / BETA)
-    return p / p.sum()
+bandit_gpt, distribution, optimum = BANDIT.model, BANDIT.distribution, BANDIT.optimum
+decode, reward_fn, tv = BANDIT.decode, BANDIT.reward_fn, total_variation
 
 
 def decaying_lr(step, total, lr):
@@ -57,13 +29,8 @@ def decaying_lr(step, total, lr):
     return optim.warmup_linear(step, max_lr=lr, total_steps=total, min_lr=lr / 10)
 
 
-def tv(p, q):
-    return 0.5 * float(np.abs(p - q).sum())
-
-
 def rollout(policy, ref, rng, batch=256):
-    return collect_rollout(policy, [[EOT]] * batch, reward_fn, ref_model=ref, decode=decode, eot_id=EOT,
-                           max_new_tokens=1, kl_coef=BETA, kl_estimator="k1", rng=rng)
+    return BANDIT.rollout(policy, ref, rng, batch)
 
 
 def test_reinforce_converges_to_the_kl_regularised_optimum():
