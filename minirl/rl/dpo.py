@@ -23,7 +23,7 @@ from typing import Sequence
 import numpy as np
 
 from minirl import backend, optim
-from minirl.checkpoint import CheckpointError, load_checkpoint, restore, save_checkpoint
+from minirl.checkpoint import check_settings, load_checkpoint, restore, save_checkpoint
 from minirl import functional as F
 from minirl.data.preferences import PreferencePair, pad_right
 from minirl.progress import Progress
@@ -246,9 +246,7 @@ def train_dpo(policy, ref_model, pairs: Sequence[PreferencePair], config: DPOCon
     start = 0
     if checkpoint_path is not None and pathlib.Path(checkpoint_path).exists():
         ckpt = load_checkpoint(checkpoint_path)
-        if ckpt.meta["extra"].get("dpo_config") != dataclasses.asdict(config):
-            raise CheckpointError(f"{checkpoint_path} was written with other DPO settings; resume with the same "
-                                  "settings, or start a new run elsewhere.")
+        check_settings(ckpt, "dpo_config", dataclasses.asdict(config), "DPO")
         start = restore(ckpt, policy, opt, restore_rng=False)
     end = min(config.steps, stop_at) if stop_at is not None else config.steps
     warmup = max(1, config.steps // 20)

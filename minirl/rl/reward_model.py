@@ -21,7 +21,7 @@ from typing import Sequence
 import numpy as np
 
 from minirl import backend, nn, optim
-from minirl.checkpoint import CheckpointError, load_checkpoint, restore, save_checkpoint
+from minirl.checkpoint import check_settings, load_checkpoint, restore, save_checkpoint
 from minirl.data.preferences import PreferencePair, pad_right
 from minirl.indexing import getitem
 from minirl.model import GPT, GPTConfig, positions_from_mask
@@ -179,9 +179,7 @@ def train_reward_model(model: ScalarHeadModel, train_pairs: Sequence[PreferenceP
     start = 0
     if checkpoint_path is not None and pathlib.Path(checkpoint_path).exists():
         ckpt = load_checkpoint(checkpoint_path)
-        if ckpt.meta["extra"].get("rm_config") != dataclasses.asdict(config):
-            raise CheckpointError(f"{checkpoint_path} was written with other reward-model settings; resume with "
-                                  "the same settings, or start a new run elsewhere.")
+        check_settings(ckpt, "rm_config", dataclasses.asdict(config), "reward-model")
         start = restore(ckpt, model, opt, restore_rng=False)
     end = min(config.steps, stop_at) if stop_at is not None else config.steps
     warmup = max(1, config.steps // 20)

@@ -21,7 +21,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from minirl import backend, nn, optim
-from minirl.checkpoint import CheckpointError, load_checkpoint, restore, save_checkpoint
+from minirl.checkpoint import check_settings, load_checkpoint, restore, save_checkpoint
 from minirl.progress import Progress
 from minirl.rl.advantages import RunningMeanBaseline
 from minirl.rl.best_of_n import BestOfNConfig, best_of_n_round
@@ -157,9 +157,7 @@ def train_rl(policy, ref_model, prompts: Sequence[Sequence[int]], reward_fn: Cal
     start = 0
     if checkpoint_path is not None and pathlib.Path(checkpoint_path).exists():
         ckpt = load_checkpoint(checkpoint_path)
-        if ckpt.meta["extra"].get("rl_config") != json.loads(json.dumps(dataclasses.asdict(config))):
-            raise CheckpointError(f"{checkpoint_path} was written with other RL settings; resume with the same "
-                                  "settings, or start a new run elsewhere.")
+        check_settings(ckpt, "rl_config", dataclasses.asdict(config), "RL")
         start = restore(ckpt, trainable, opt, tokenizer_ranks=ranks)
         baseline.value, baseline.count = ckpt.meta["extra"]["baseline"]
         if controller:
