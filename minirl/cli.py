@@ -2,7 +2,9 @@
 
 No globals and no exec: ``add_dataclass_args(parser, TrainConfig, prefix="pretrain")`` adds
 ``--pretrain-steps`` and friends, and ``from_args(args, TrainConfig, prefix="pretrain")`` builds
-the dataclass back, so a config's defaults live in exactly one place.
+the dataclass back, so a config's defaults live in exactly one place. A field that is itself a
+dataclass (``RLConfig.ppo``) becomes a group of flags (``--rl-ppo-kl-coef``). A field whose
+metadata has ``choices`` is checked by argparse, so ``--algo nope`` lists the valid values.
 """
 
 from __future__ import annotations
@@ -48,18 +50,43 @@ def _parser_for(tp):
     return tp if tp in (int, float, str) else str
 
 
-def add_dataclass_args(parser: argparse.ArgumentParser, cls, prefix: str = "") -> None:
+def _dest(prefix: str, name: str) -> str:
+    return f"{prefix.replace('-', '_')}__{name}" if prefix else name
+
+
+def add_dataclass_args(parser: argparse.ArgumentParser, cls, prefix: str = "", *, defaults=None,
+                       skip: tuple[str, ...] = ()) -> None:
+    """Add one flag per field of `cls` (recursing into dataclass fields).
+
+    `defaults`, an instance of `cls`, replaces the class defaults (``--quick`` presets);
+    fields named in `skip` get no flag and keep their default in `from_args`.
+    """
     hints = typing.get_type_hints(cls)
     docs = field_docs(cls)
     group = parser.add_argument_group(f"{prefix or cls.__name__} options")
     for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
+        default = getattr(defaults, f.name) if defaults is not None else \
+            (f.default if f.default is not dataclasses.MISSING else f.default_factory())
+        if dataclasses.is_dataclass(hints[f.name]):
+            add_dataclass_args(parser, hints[f.name], f"{prefix}-{f.name}" if prefix else f.name, defaults=default)
+            continue
         flag = "--" + (f"{prefix}-" if prefix else "") + f.name.replace("_", "-")
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        group.add_argument(flag, type=_parser_for(hints[f.name]), default=default,
-                           dest=f"{prefix}__{f.name}" if prefix else f.name, metavar=f.name.upper(),
+        group.add_argument(flag, type=_parser_for(hints[f.name]), default=default, dest=_dest(prefix, f.name),
+                           metavar=f.name.upper(), choices=f.metadata.get("choices"),
                            help=f"{docs.get(f.name, '')} (default: {default})")
 
 
-def from_args(args: argparse.Namespace, cls, prefix: str = ""):
-    values = {f.name: getattr(args, f"{prefix}__{f.name}" if prefix else f.name) for f in dataclasses.fields(cls)}
+def from_args(args: argparse.Namespace, cls, prefix: str = "", *, defaults=None):
+    """Build `cls` back from the flags `add_dataclass_args` added (skipped fields keep `defaults`)."""
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for f in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(hints[f.name]):
+            values[f.name] = from_args(args, hints[f.name], f"{prefix}-{f.name}" if prefix else f.name)
+        elif hasattr(args, _dest(prefix, f.name)):
+            values[f.name] = getattr(args, _dest(prefix, f.name))
+        elif defaults is not None:
+            values[f.name] = getattr(defaults, f.name)
     return cls(**values)

@@ -235,3 +235,22 @@ def test_rl_stop_and_resume_is_exact(pretrained, tmp_path):
         train_rl(copy_of(ref), ref, [[tok.eot_id]], vader_reward, tokenizer=tok,
                  config=RLConfig(**{**config.__dict__, "lr": 1e-4}), value_model=ScalarHeadModel(ref.config),
                  progress=False, checkpoint_path=ck)
+
+
+@pytest.mark.parametrize("algo", ["rloo", "best_of_n"])
+def test_a_sampled_token_budget_stops_the_run_once_spent(pretrained, tmp_path, algo):
+    tok, ref = pretrained
+    config = RLConfig(algo=algo, iterations=50, batch_size=8, max_new_tokens=10, max_sampled_tokens=150,
+                      rloo=RLOOConfig(k=2), best_of_n=BestOfNConfig(n=2),
+                      sft=TrainConfig(steps=2, batch_size=4, warmup_steps=0, eval_interval=0))
+    history = train_rl(copy_of(ref), ref, [[tok.eot_id]], vader_reward, tokenizer=tok, config=config,
+                       progress=False, rng=np.random.default_rng(0))
+    spent = [h["sampled_tokens"] for h in history]
+    assert spent == sorted(spent) and spent[-1] >= 150 > spent[-2]
+    assert len(history) < 50
+    if algo == "rloo":  # resuming a finished budget runs nothing more
+        ck = tmp_path / "rl.npz"
+        done = train_rl(copy_of(ref), ref, [[tok.eot_id]], vader_reward, tokenizer=tok, config=config,
+                        progress=False, checkpoint_path=ck)
+        assert train_rl(copy_of(ref), ref, [[tok.eot_id]], vader_reward, tokenizer=tok, config=config,
+                        progress=False, checkpoint_path=ck) == [] and done

@@ -63,4 +63,4 @@ def best_of_n_round(policy, prompts: Sequence[Sequence[int]], reward_fn: Callabl
     data = SFTDataset(examples, policy.config.block_size, pad_id=eot_id)
     train_lm(policy, data, sft, progress=False, desc="best-of-n sft")
     return {"score_mean": float(scores.mean()), "kept_score_mean": float(scores[keep].mean()),
-            "kept": len(examples)}
+            "kept": len(examples), "response_tokens": sum(len(r) for r in responses)}

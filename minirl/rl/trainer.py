@@ -57,6 +57,9 @@ class RLConfig:
     """if set, adapt β toward this KL to the reference (nats per response)"""
     kl_horizon: int = 10_000
     """the adaptive controller's horizon, in responses"""
+    max_sampled_tokens: int | None = None
+    """if set, stop after the iteration in which this many response tokens have been sampled in all
+    (an equal sampling budget across algorithms); `iterations` stays the cap"""
     missing_eos_penalty: float = 0.0
     """added to R when a response runs out of tokens without EOT (use a negative number)"""
     pg: PGConfig = field(default_factory=PGConfig)
@@ -84,6 +87,8 @@ class RLConfig:
             raise ValueError(f"unknown algo {self.algo!r}; choose one of {', '.join(ALGOS)}.")
         if self.iterations < 1 or self.batch_size < 1 or self.max_new_tokens < 1:
             raise ValueError("RLConfig needs iterations, batch_size and max_new_tokens >= 1.")
+        if self.max_sampled_tokens is not None and self.max_sampled_tokens < 1:
+            raise ValueError(f"max_sampled_tokens must be >= 1 (or None), got {self.max_sampled_tokens}.")
         if self.kl_target is not None and not (self.algo in ("pg", "ppo", "rloo", "trpo") and self.algo_config.kl_coef > 0):
             raise ValueError(f"kl_target adapts β in the reward, and {self.algo} has none to adapt here (GRPO puts its KL "
                              "in the loss, DPO and best-of-n have none, and a kl_coef of 0 cannot be scaled). Drop "
@@ -154,21 +159,25 @@ def train_rl(policy, ref_model, prompts: Sequence[Sequence[int]], reward_fn: Cal
     controller = AdaptiveKLController(algo.kl_coef, config.kl_target, config.kl_horizon) if config.kl_target else None
     baseline = RunningMeanBaseline()
     ranks = ranks_to_text(tokenizer.ranks)
-    start = 0
+    start, sampled_tokens = 0, 0
     if checkpoint_path is not None and pathlib.Path(checkpoint_path).exists():
         ckpt = load_checkpoint(checkpoint_path)
         check_settings(ckpt, "rl_config", dataclasses.asdict(config), "RL")
         start = restore(ckpt, trainable, opt, tokenizer_ranks=ranks)
         baseline.value, baseline.count = ckpt.meta["extra"]["baseline"]
+        sampled_tokens = ckpt.meta["extra"].get("sampled_tokens", 0)
         if controller:
             controller.kl_coef = ckpt.meta["extra"]["kl_coef"]
     end = min(config.iterations, stop_at) if stop_at is not None else config.iterations
+    if config.max_sampled_tokens is not None and sampled_tokens >= config.max_sampled_tokens:
+        end = start  # a resumed run whose budget was already spent
     rng = rng if rng is not None else backend.host_rng()  # fetched after restore, which replaces the generator
 
     def checkpoint(iteration: int) -> None:
         if checkpoint_path is not None:
             save_checkpoint(checkpoint_path, trainable, step=iteration, optimizer=opt, tokenizer_ranks=ranks,
                             extra={"rl_config": dataclasses.asdict(config), "baseline": [baseline.value, baseline.count],
+                                   "sampled_tokens": sampled_tokens,
                                    "kl_coef": controller.kl_coef if controller else algo.kl_coef})
 
     history: list[dict] = []
@@ -196,12 +205,17 @@ def train_rl(policy, ref_model, prompts: Sequence[Sequence[int]], reward_fn: Cal
                 stats = trpo_update(policy, rollout, algo, value_model=value_model, value_optimizer=opt)
             if controller:
                 controller.update(stats["kl_to_ref"], config.batch_size)
-            stats.update({"iteration": iteration + 1, "kl_coef": kl_coef, "seconds": time.perf_counter() - t0})
+            sampled_tokens += int(backend.to_numpy(rollout.response_mask).sum())
+            stats.update({"iteration": iteration + 1, "kl_coef": kl_coef, "sampled_tokens": sampled_tokens,
+                          "seconds": time.perf_counter() - t0})
             history.append(stats)
             bar.set(score=stats["score_mean"], kl=stats["kl_to_ref"])
             log(stats)
-            if iteration + 1 == end or (checkpoint_interval and (iteration + 1) % checkpoint_interval == 0):
+            spent = config.max_sampled_tokens is not None and sampled_tokens >= config.max_sampled_tokens
+            if spent or iteration + 1 == end or (checkpoint_interval and (iteration + 1) % checkpoint_interval == 0):
                 checkpoint(iteration + 1)
+            if spent:
+                break
     return history
 
 
@@ -209,15 +223,20 @@ def _train_best_of_n(policy, prompts, reward_fn, tokenizer, config: RLConfig, lo
     """`config.iterations` rounds of best-of-n, each on `batch_size` sampled prompts."""
     bon = dataclasses.replace(config.best_of_n, max_new_tokens=config.max_new_tokens)
     history: list[dict] = []
+    sampled_tokens = 0
     with _jsonl_log(log_path) as log:
         for iteration in Progress(range(config.iterations), desc="best_of_n", enabled=progress):
             t0 = time.perf_counter()
             batch = [list(prompts[i]) for i in rng.integers(0, len(prompts), size=config.batch_size)]
             stats = best_of_n_round(policy, batch, reward_fn, bon, config.sft, decode=tokenizer.decode,
                                     eot_id=tokenizer.eot_id)
-            stats.update({"iteration": iteration + 1, "seconds": time.perf_counter() - t0})
+            sampled_tokens += stats.pop("response_tokens")
+            stats.update({"iteration": iteration + 1, "sampled_tokens": sampled_tokens,
+                          "seconds": time.perf_counter() - t0})
             history.append(stats)
             log(stats)
+            if config.max_sampled_tokens is not None and sampled_tokens >= config.max_sampled_tokens:
+                break
     return history
 
 
@@ -235,10 +254,14 @@ def _train_dpo_from_judge(policy, ref_model, prompts, reward_fn, tokenizer, conf
     text = lambda ids: tokenizer.decode([t for t in ids if t != tokenizer.eot_id])  # noqa: E731
     chosen = reward_fn([text(p.chosen_ids) for p in pairs])
     rejected = reward_fn([text(p.rejected_ids) for p in pairs])
+    sampled_tokens = sum(len(p.chosen_ids) + len(p.rejected_ids) for p in pairs)
     pairs = [p for p, a, b in zip(pairs, chosen, rejected) if a != b]
     if not pairs:
         raise ValueError("every judged pair was a tie: the reward function cannot tell the policy's samples "
                          "apart, so DPO has nothing to learn from. Sample more pairs or use another reward.")
     dpo = dataclasses.replace(config.dpo, steps=config.iterations)
-    return train_dpo(policy, ref_model, pairs, dpo, progress=progress, log_path=log_path,
-                     checkpoint_path=checkpoint_path, stop_at=stop_at)
+    history = train_dpo(policy, ref_model, pairs, dpo, progress=progress, log_path=log_path,
+                        checkpoint_path=checkpoint_path, stop_at=stop_at)
+    for metrics in history:  # every response DPO learns from was sampled once, before its first step
+        metrics.update(sampled_tokens=sampled_tokens, pairs=len(pairs))
+    return history
