@@ -3,6 +3,9 @@
 import importlib.util
 import pathlib
 
+import numpy as np
+import pytest
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 INSTALL = 'pip install -e ".[dev,data]"'
 TEST = "pytest -q"
@@ -32,3 +35,26 @@ def test_bandit_oracle_example_runs(capsys):
     assert set(results) == {"REINFORCE", "PPO", "RLOO", "TRPO", "GRPO (dr_grpo)"}
     assert all(abs(pi.sum() - 1) < 1e-6 for pi in results.values())
     assert "TV to π*" in capsys.readouterr().out
+
+
+def test_ppo_ledger_example_adds_up(capsys):
+    pytest.importorskip("vaderSentiment", reason="the example's reward is VADER (pip install -e '.[data]')")
+    row = load_example("ppo_ledger").main(steps=60)
+    beta, gamma, lam = row["kl_coef"], row["gamma"], row["lam"]
+    rewards, values, advantages = row["rewards"], row["values"], row["advantages"]
+    assert len(rewards) >= 2 and np.any(row["kl"] != 0)  # the policy has drifted from π_ref
+    np.testing.assert_allclose(row["kl"], row["logprobs"] - row["ref_logprobs"], atol=1e-6)  # k1
+    assert rewards.sum() == pytest.approx(row["score"] - beta * row["kl"].sum(), abs=1e-5)  # Σ r_t = R − β·Σ k1
+    assert advantages[-1] == pytest.approx(rewards[-1] - values[-1], abs=1e-6)  # A_T = r_T − V(s_T)
+    deltas = rewards + gamma * np.append(values[1:], 0.0) - values
+    np.testing.assert_allclose(advantages[:-1], deltas[:-1] + gamma * lam * advantages[1:], atol=1e-5)
+    np.testing.assert_allclose(row["returns"], advantages + values, atol=1e-6)
+    assert "advantage" in capsys.readouterr().out
+
+
+def test_dpo_implicit_reward_example_recovers_r(capsys):
+    result = load_example("dpo_implicit_reward").main(steps=60, n_pairs=4000)
+    assert result["pearson"] > 0.95
+    assert np.abs(result["implicit"] - result["reward"]).max() < 0.3  # R spans 2.0
+    assert 0.5 * np.abs(result["pi"] - result["pi_star"]).sum() < 0.1  # π_θ ≈ π* = π_ref·exp(R/β)/Z
+    assert "Pearson" in capsys.readouterr().out
