@@ -75,7 +75,7 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls, prefix: str = "", *
         flag = "--" + (f"{prefix}-" if prefix else "") + f.name.replace("_", "-")
         group.add_argument(flag, type=_parser_for(hints[f.name]), default=default, dest=_dest(prefix, f.name),
                            metavar=f.name.upper(), choices=f.metadata.get("choices"),
-                           help=f"{docs.get(f.name, '')} (default: {default})")
+                           help=f"{docs.get(f.name, '')} (default: {default})".replace("%", "%%"))
 
 
 def from_args(args: argparse.Namespace, cls, prefix: str = "", *, defaults=None):

@@ -9,17 +9,20 @@ import time
 class Progress:
     """Wraps an iterable; redraws one line on a terminal, or prints ~10 lines when piped to a file.
 
-    `set(**metrics)` puts the key numbers (loss, tokens/s, reward) into the bar.
+    `set(**metrics)` puts the key numbers (loss, tokens/s, reward) into the bar. With `measure`,
+    a callable, progress is what it returns after each item (e.g. tokens sampled against a
+    token budget `total`), counted in `unit`, instead of the number of items.
     """
 
     def __init__(self, iterable, desc: str = "", total: int | None = None, file=None, enabled: bool = True,
-                 start: int = 0):
+                 start: int = 0, measure=None, unit: str = "it"):
         self.iterable = iterable
         self.desc = desc
         self.total = total if total is not None else (len(iterable) if hasattr(iterable, "__len__") else None)
         self.file = file or sys.stderr
         self.enabled = enabled
         self.metrics: dict[str, str] = {}
+        self.measure, self.unit = measure, unit
         self.count = start
         self.start_count = start
         self.tty = hasattr(self.file, "isatty") and self.file.isatty()
@@ -43,7 +46,7 @@ class Progress:
         if self.total and rate > 0:
             eta = f" eta {max(0.0, (self.total - self.count) / rate):.0f}s"
         extras = " ".join(f"{k}={v}" for k, v in self.metrics.items())
-        return f"{self.desc} {bar}{self.count}{total} {rate:.2f} it/s{eta} {extras}".rstrip()
+        return f"{self.desc} {bar}{self.count}{total} {rate:.2f} {self.unit}/s{eta} {extras}".rstrip()
 
     def _draw(self, final: bool = False) -> None:
         if not self.enabled:
@@ -64,6 +67,12 @@ class Progress:
     def __iter__(self):
         for item in self.iterable:
             yield item
-            self.count += 1
+            self.count = self.measure() if self.measure is not None else self.count + 1
             self._draw()
+        self._draw(final=True)
+
+    def close(self) -> None:
+        """Draw the last line of a loop left early (a `break`)."""
+        if self.measure is not None:
+            self.count = self.measure()
         self._draw(final=True)

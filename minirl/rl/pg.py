@@ -81,6 +81,7 @@ def rollout_stats(rollout: Rollout) -> dict:
     mask = rollout.response_mask
     return {
         "score_mean": float(rollout.scores.mean()),
+        "score_std": float(rollout.scores.std()),  # ~0: every sample scored alike, nothing to learn from
         "kl_to_ref": float((rollout.kl * mask).sum(axis=1).mean()),  # nats per response
         "kl_per_token": float(masked_mean(rollout.kl, mask)),
         "response_length": float(mask.sum(axis=1).mean()),

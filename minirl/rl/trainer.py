@@ -181,7 +181,10 @@ def train_rl(policy, ref_model, prompts: Sequence[Sequence[int]], reward_fn: Cal
                                    "kl_coef": controller.kl_coef if controller else algo.kl_coef})
 
     history: list[dict] = []
-    bar = Progress(range(start, end), desc=config.algo, total=end, start=start, enabled=progress)
+    budget = config.max_sampled_tokens
+    bar = Progress(range(start, end), desc=config.algo, total=budget or end, start=sampled_tokens if budget else start,
+                   enabled=progress, measure=(lambda: min(sampled_tokens, budget)) if budget else None,
+                   unit="tok" if budget else "it")
     with _jsonl_log(log_path, start) as log:
         for iteration in bar:
             t0 = time.perf_counter()
@@ -215,6 +218,7 @@ def train_rl(policy, ref_model, prompts: Sequence[Sequence[int]], reward_fn: Cal
             if spent or iteration + 1 == end or (checkpoint_interval and (iteration + 1) % checkpoint_interval == 0):
                 checkpoint(iteration + 1)
             if spent:
+                bar.close()
                 break
     return history
 
@@ -223,9 +227,11 @@ def _train_best_of_n(policy, prompts, reward_fn, tokenizer, config: RLConfig, lo
     """`config.iterations` rounds of best-of-n, each on `batch_size` sampled prompts."""
     bon = dataclasses.replace(config.best_of_n, max_new_tokens=config.max_new_tokens)
     history: list[dict] = []
-    sampled_tokens = 0
+    sampled_tokens, budget = 0, config.max_sampled_tokens
+    bar = Progress(range(config.iterations), desc="best_of_n", total=budget or config.iterations, enabled=progress,
+                   measure=(lambda: min(sampled_tokens, budget)) if budget else None, unit="tok" if budget else "it")
     with _jsonl_log(log_path) as log:
-        for iteration in Progress(range(config.iterations), desc="best_of_n", enabled=progress):
+        for iteration in bar:
             t0 = time.perf_counter()
             batch = [list(prompts[i]) for i in rng.integers(0, len(prompts), size=config.batch_size)]
             stats = best_of_n_round(policy, batch, reward_fn, bon, config.sft, decode=tokenizer.decode,
@@ -235,7 +241,8 @@ def _train_best_of_n(policy, prompts, reward_fn, tokenizer, config: RLConfig, lo
                           "seconds": time.perf_counter() - t0})
             history.append(stats)
             log(stats)
-            if config.max_sampled_tokens is not None and sampled_tokens >= config.max_sampled_tokens:
+            if budget is not None and sampled_tokens >= budget:
+                bar.close()
                 break
     return history
 

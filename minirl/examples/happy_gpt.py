@@ -1,0 +1,231 @@
+"""happy_gpt: pretrain a tiny GPT on real tweets, fine-tune it on the positive ones, then steer it
+toward happy text with RL, and show what changed.
+
+    python -m minirl.examples.happy_gpt                    # ~8 min on a 2-core CPU
+    python -m minirl.examples.happy_gpt --quick            # ~1 min, a smaller model and shorter stages
+    python -m minirl.examples.happy_gpt --algo grpo --reward rm --rl-iterations 40
+
+Stages (each cached in --out by the hash of its settings; see `pipeline.py`):
+tokenizer → pretrain → SFT on positive tweets → reward (VADER, or a learned
+Bradley–Terry model: --reward rm on human labels, --reward rlaif on AI-judge labels)
+→ RL (--algo). A rerun reuses every finished stage whose settings are unchanged, so
+changing only RL flags reruns only RL; a killed run resumes where it stopped.
+
+At the end it prints the stages and their wall time, reward / fraction positive / KL to
+the SFT model / distinct-n / held-out perplexity for the pretrained, SFT and final
+models, and samples before and after RL, and writes summary.json, metrics.jsonl and
+rl_curves.png (with matplotlib) to --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import pathlib
+import sys
+import time
+from dataclasses import dataclass, field
+
+from minirl import backend
+from minirl.checkpoint import CheckpointError
+from minirl.cli import add_dataclass_args, from_args
+from minirl.examples.pipeline import REWARDS, DataConfig, prepare, reward_function, run_rl
+from minirl.examples.report import perplexity, sample_statistics, side_by_side, write_plots
+from minirl.examples.stages import StageCache, write_atomic
+from minirl.model import GPTConfig
+from minirl.rl.ppo import PPOConfig
+from minirl.rl.reward_model import RewardModelConfig
+from minirl.rl.trainer import ALGOS, RLConfig
+from minirl.table import format_table
+from minirl.train import TrainConfig
+
+
+@dataclass
+class RunConfig:
+    algo: str = field(default="ppo", metadata={"choices": ALGOS})
+    """the RL algorithm"""
+    reward: str = field(default="vader", metadata={"choices": REWARDS})
+    """vader (the lexicon), rm (Bradley–Terry on human labels) or rlaif (Bradley–Terry on AI-judge labels)"""
+    backend: str = field(default="numpy", metadata={"choices": ("numpy", "cupy")})
+    """array backend"""
+    out: str = "out/happy_gpt"
+    """directory for every stage's checkpoints and the report"""
+    seed: int = 0
+    """seed of the split, every initialisation, batch and sample"""
+    eval_samples: int = 128
+    """samples per model for the report's statistics"""
+    rm_pairs: int = 4000
+    """preference pairs for --reward rm (label pairs) or rlaif (judged SFT sample pairs)"""
+
+
+@dataclass
+class Settings:
+    """Every knob of a run; `presets(quick)` gives the defaults."""
+    run: RunConfig
+    data: DataConfig
+    model: GPTConfig
+    pretrain: TrainConfig
+    sft: TrainConfig
+    rm: RewardModelConfig
+    rl: RLConfig
+
+
+def presets(quick: bool) -> Settings:
+    """The default run (sized for ≤ 10 min on 2 CPU cores) or --quick (≤ 90 s, for smoke tests)."""
+    if quick:
+        return Settings(
+            RunConfig(rm_pairs=400), DataConfig(vocab_size=512),
+            GPTConfig(n_layer=2, n_head=2, n_embd=64, head_size=32, block_size=48),
+            TrainConfig(steps=400, batch_size=32, lr=3e-3, warmup_steps=20, eval_interval=0, checkpoint_interval=50),
+            TrainConfig(steps=100, batch_size=16, lr=1e-3, warmup_steps=5, eval_interval=0, checkpoint_interval=20),
+            RewardModelConfig(steps=40, batch_size=16, lr=1e-3, eval_interval=0),
+            RLConfig(iterations=30, batch_size=32, max_new_tokens=24, lr=5e-4,
+                     ppo=PPOConfig(kl_coef=0.05, epochs=2, minibatch_size=16)))
+    return Settings(
+        RunConfig(), DataConfig(), GPTConfig(),
+        TrainConfig(steps=1200, batch_size=32, eval_interval=300, checkpoint_interval=100),
+        TrainConfig(steps=300, batch_size=32, lr=5e-4, warmup_steps=20, min_lr=5e-5, eval_interval=0,
+                    checkpoint_interval=100),
+        RewardModelConfig(steps=300),
+        RLConfig(iterations=60, batch_size=64, max_new_tokens=40, lr=2e-4,
+                 ppo=PPOConfig(kl_coef=0.05, epochs=2, minibatch_size=32)))
+
+
+SECTIONS = (("run", ""), ("data", ""), ("model", "model"), ("pretrain", "pretrain"), ("sft", "sft"), ("rm", "rm"),
+            ("rl", "rl"))
+
+
+SKIPPED = {"rl": ("algo",), "model": ("vocab_size",)}  # --algo sets the first; the tokenizer sets the second
+
+
+def parse_settings(argv, prog: str, description: str, extra=None) -> tuple[Settings, argparse.Namespace]:
+    """Flags from the config dataclasses, with --quick switching every default to the quick preset;
+    `extra(parser)` may add a command's own flags (they come back in the namespace)."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--quick", action="store_true")
+    quick = pre.parse_known_args(argv)[0].quick
+    defaults = presets(quick)
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--quick", action="store_true", help="a small model and short stages (~1 min on a CPU)")
+    if extra is not None:
+        extra(parser)
+    for name, prefix in SECTIONS:
+        add_dataclass_args(parser, type(getattr(defaults, name)), prefix, defaults=getattr(defaults, name),
+                           skip=SKIPPED.get(name, ()))
+    args = parser.parse_args(argv)
+    values = {name: from_args(args, type(getattr(defaults, name)), prefix, defaults=getattr(defaults, name))
+              for name, prefix in SECTIONS}
+    values["rl"] = dataclasses.replace(values["rl"], algo=values["run"].algo)
+    return Settings(**values), args
+
+
+def open_out(out: str, summary: str = "summary.json") -> pathlib.Path:
+    """Create --out and check it can be written, before any work starts; move aside the `summary`
+    of an earlier run, so a run that fails never leaves one that looks like its own."""
+    path = pathlib.Path(out)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise OSError(f"--out {out} cannot be written to ({e.strerror or e}); pass a directory you can write, "
+                      "e.g. --out ./out/happy_gpt.") from None
+    previous = path / summary
+    if previous.exists():
+        os.replace(previous, previous.with_name("summary.previous.json"))
+    return path
+
+
+def evaluate_models(models: dict, base, reward_fn, max_new_tokens: int, seed: int) -> dict:
+    out = {}
+    for name, model in models.items():
+        stats = sample_statistics(model, base.sft, base.eval_prompts, base.tokenizer, reward_fn, max_new_tokens,
+                                  seed=seed + 777)
+        stats["val_ppl"] = perplexity(model, base.val_positive)
+        out[name] = stats
+    return out
+
+
+def merged_metrics(records, out: pathlib.Path) -> None:
+    """One metrics.jsonl for the run: every stage's lines, each tagged with its stage."""
+    lines = []
+    for record in records:
+        log = pathlib.Path(record.dir) / "metrics.jsonl"
+        if log.exists():
+            lines += [json.dumps({"stage": record.name, **json.loads(line)}) for line in log.read_text().splitlines()]
+    write_atomic(out / "metrics.jsonl", "".join(line + "\n" for line in lines))
+
+
+def run(settings: Settings) -> dict:
+    t_start = time.perf_counter()
+    cfg = settings.run
+    backend.use(cfg.backend)
+    out = open_out(cfg.out)
+    cache = StageCache(out)
+    base = prepare(cache, settings.data, settings.model, settings.pretrain, settings.sft, cfg.seed, cfg.eval_samples)
+    reward_fn, reward_stage = reward_function(cache, base, cfg.reward, settings.rm, cfg.rm_pairs,
+                                              settings.rl.max_new_tokens, cfg.seed)
+    policy, history, rl_info = run_rl(cache, base, settings.rl, reward_fn, reward_stage, cfg.reward, cfg.seed)
+
+    t0 = time.perf_counter()
+    models = evaluate_models({"pretrained": base.pretrained, "sft": base.sft, "final": policy}, base, reward_fn,
+                             settings.rl.max_new_tokens, cfg.seed)
+    eval_seconds = time.perf_counter() - t0
+    plot = write_plots(history, out / "rl_curves.png", f"{cfg.algo} against {cfg.reward}")
+    merged_metrics(base.records, out)
+
+    sft, final = models["sft"], models["final"]
+    acceptance = {"vader_gain_over_sft": final["vader"] - sft["vader"],
+                  "fraction_positive": final["fraction_positive"],
+                  "distinct_2_ratio_to_sft": final["distinct_2"] / max(sft["distinct_2"], 1e-12),
+                  "kl_to_sft": final["kl_to_sft"]}
+    prompt_text = [base.tokenizer.decode([t for t in p if t != base.tokenizer.eot_id]) for p in base.eval_prompts]
+    samples = {name: [f"[{p}] {t}" if p else t for p, t in zip(prompt_text, models[name].pop("texts"))][:8]
+               for name in models}
+    summary = {"config": dataclasses.asdict(settings), "stages": [dataclasses.asdict(r) for r in base.records],
+               "eval_seconds": eval_seconds, "models": models, "acceptance": acceptance, "samples": samples,
+               "rl": rl_info, "plot": str(plot) if plot else None,
+               "total_seconds": time.perf_counter() - t_start}
+    print_report(summary, cfg)
+    write_atomic(out / "summary.json", json.dumps(summary, indent=2))  # last: its presence means the run finished
+    print(f"\nwrote {out / 'summary.json'}, {out / 'metrics.jsonl'}" + (f", {plot}" if plot else ""))
+    return summary
+
+
+def print_report(summary: dict, cfg: RunConfig) -> None:
+    stages = [[s["name"], s["status"], s["seconds"]] for s in summary["stages"]]
+    stages.append(["evaluation", "ran", summary["eval_seconds"]])
+    print("\n" + format_table(stages, ["stage", "status", "seconds"]))
+    names = {"pretrained": "pretrained", "sft": "SFT (positive tweets)", "final": f"{cfg.algo} on {cfg.reward}"}
+    rows = [[names[k], m["reward"], m["vader"], m["fraction_positive"], m["kl_to_sft"], m["distinct_1"],
+             m["distinct_2"], m["response_length"], m["val_ppl"]] for k, m in summary["models"].items()]
+    print("\n" + format_table(rows, ["model", "reward", "VADER", "frac. positive", "KL to SFT", "distinct-1",
+                                     "distinct-2", "length", "val ppl"]))
+    print(f"({cfg.eval_samples} samples per model; KL in nats per response; val ppl on held-out positive tweets)\n")
+    print(side_by_side(summary["samples"]["sft"], summary["samples"]["final"], ("before RL (SFT)", "after RL")))
+    print(f"\ntotal {summary['total_seconds']:.0f} s")
+
+
+USER_ERRORS = (ValueError, OSError, ImportError, backend.BackendError, CheckpointError, FloatingPointError)
+
+
+def exit_status(work) -> int:
+    """Run `work()`: 0 when it finishes; a user's mistake is one line on stderr and status 2, not a traceback."""
+    try:
+        work()
+    except USER_ERRORS as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def main(argv=None) -> int:
+    return exit_status(lambda: run(parse_settings(argv, "python -m minirl.examples.happy_gpt",
+                                                  __doc__.split("\n")[0])[0]))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,227 @@
+"""The stages of happy_gpt, each cached (`stages.py`): tokenizer → pretrain → SFT → reward model → RL.
+
+`prepare` runs the stages every RL run shares (tokenizer, pretraining, SFT on positive
+tweets); `reward_function` builds R(x, y) (VADER, or a Bradley–Terry model trained on
+human labels or on AI-judge labels); `run_rl` trains one policy from the SFT model.
+`python -m minirl.examples.happy_gpt` and `python -m minirl.examples.compare` both
+call them on one `--out`, so they share every finished stage.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass, field
+
+from minirl import backend
+from minirl.checkpoint import load_checkpoint, restore, save_checkpoint
+from minirl.data import filter_labels, load_corpus, train_val_split
+from minirl.data.preferences import pairs_from_labels
+from minirl.data.sft import SFTDataset
+from minirl.data.tokens import TokenStream
+from minirl.examples.stages import Stage, StageCache
+from minirl.model import GPT, GPTConfig
+from minirl.rl.reward_model import RewardModelConfig, ScalarHeadModel, reward_fn_from_model, train_reward_model
+from minirl.rl.rlaif import label_pairs_with_judge, score_judge
+from minirl.rl.sentiment import vader_reward
+from minirl.rl.trainer import RLConfig, train_rl
+from minirl.tokenizer import Tokenizer
+from minirl.train import TrainConfig, train_lm
+
+REWARDS = ("vader", "rm", "rlaif")
+
+
+@dataclass
+class DataConfig:
+    corpus: str = "tweets"
+    """tweets (real, labelled), movie_reviews, or a labelled .csv/.jsonl file of your own"""
+    vocab_size: int = 2048
+    """BPE vocabulary size, <|endoftext|> included"""
+    val_fraction: float = 0.05
+    """share of documents held out (validation loss, perplexity, --prompts val)"""
+    prompts: str = field(default="eot", metadata={"choices": ("eot", "val")})
+    """eot: unconditional samples from <|endoftext|>; val: the first prompt_tokens tokens of held-out tweets"""
+    prompt_tokens: int = 4
+    """tokens of a held-out tweet given as the prompt, with --prompts val"""
+
+
+@dataclass
+class StageRecord:
+    name: str
+    status: str
+    """ran, resumed (finished a killed run), or cached (reused as it was)"""
+    seconds: float
+    """wall time in this run"""
+    dir: str
+    info: dict = field(default_factory=dict)
+
+
+@dataclass
+class Base:
+    """What every RL run starts from."""
+    tokenizer: Tokenizer
+    pretrained: GPT
+    sft: GPT
+    train_docs: object
+    val_docs: object
+    prompts: list
+    """the RL prompts (token ids)"""
+    eval_prompts: list
+    """one prompt per evaluation sample, the same for every model"""
+    val_positive: SFTDataset
+    """held-out positive tweets, for perplexity"""
+    stages: dict
+    """name -> Stage"""
+    records: list
+
+
+def copy_model(model):
+    twin = type(model)(model.config)
+    twin.load_state_dict(model.state_dict())
+    return twin
+
+
+def _load_weights(model, path):
+    restore(load_checkpoint(path), model, restore_rng=False)
+    return model
+
+
+def run_stage(cache: StageCache, stage: Stage, files: list[str], records: list, work, seed: int) -> dict:
+    """Run `work()` (which returns the info to record) unless `stage` is already done; record its status."""
+    t0 = time.perf_counter()
+    if cache.is_done(stage, files):
+        info = cache.info(stage)
+        records.append(StageRecord(stage.name, "cached", time.perf_counter() - t0, str(stage.dir), info))
+        return info
+    status = "resumed" if any(stage.path(f).exists() for f in files) else "ran"
+    backend.manual_seed(seed)  # each stage seeds itself, so a cached upstream never shifts the RNG
+    info = work()
+    info["seconds"] = time.perf_counter() - t0
+    cache.finish(stage, files, info)
+    records.append(StageRecord(stage.name, status, info["seconds"], str(stage.dir), info))
+    return info
+
+
+def prepare(cache: StageCache, data: DataConfig, model_cfg: GPTConfig, pretrain_cfg: TrainConfig,
+            sft_cfg: TrainConfig, seed: int, eval_samples: int) -> Base:
+    records: list[StageRecord] = []
+    corpus = load_corpus(data.corpus)
+    train_docs, val_docs = train_val_split(corpus, data.val_fraction, seed=seed)
+
+    tok_stage = cache.stage("tokenizer", {"corpus": data.corpus, "vocab_size": data.vocab_size,
+                                          "val_fraction": data.val_fraction, "seed": seed})
+
+    def train_tokenizer():
+        Tokenizer.train(train_docs.texts, data.vocab_size).save(tok_stage.path("tokenizer.tiktoken"))
+        return {"documents": len(train_docs)}
+    run_stage(cache, tok_stage, ["tokenizer.tiktoken"], records, train_tokenizer, seed=seed)
+    tok = Tokenizer.load(tok_stage.path("tokenizer.tiktoken"))
+    model_cfg = dataclasses.replace(model_cfg, vocab_size=tok.vocab_size)
+
+    pre_stage = cache.stage("pretrain", {"model": model_cfg.to_dict(), "train": dataclasses.asdict(pretrain_cfg)},
+                            [tok_stage])
+    pretrained = GPT(model_cfg)
+
+    def pretrain():
+        history = train_lm(pretrained, TokenStream.from_texts(train_docs.texts, tok, model_cfg.block_size),
+                           pretrain_cfg, val_data=TokenStream.from_texts(val_docs.texts, tok, model_cfg.block_size),
+                           checkpoint_path=pre_stage.path("ckpt.npz"), tokenizer=tok,
+                           log_path=pre_stage.path("metrics.jsonl"), desc="pretrain")
+        return {"val_loss": history[-1].get("val_loss") if history else None,
+                "parameters": pretrained.num_parameters()}
+    run_stage(cache, pre_stage, ["ckpt.npz"], records, pretrain, seed=seed * 100 + 1)
+    _load_weights(pretrained, pre_stage.path("ckpt.npz"))
+
+    positive = filter_labels(train_docs, "positive")
+    sft_stage = cache.stage("sft", {"train": dataclasses.asdict(sft_cfg), "label": "positive"}, [pre_stage])
+    sft = copy_model(pretrained)
+
+    def fine_tune():
+        history = train_lm(sft, SFTDataset.from_texts(positive.texts, tok, model_cfg.block_size), sft_cfg,
+                           checkpoint_path=sft_stage.path("ckpt.npz"), tokenizer=tok,
+                           log_path=sft_stage.path("metrics.jsonl"), desc="sft")
+        return {"final_loss": history[-1]["loss"] if history else None, "examples": len(positive)}
+    run_stage(cache, sft_stage, ["ckpt.npz"], records, fine_tune, seed=seed * 100 + 2)
+    _load_weights(sft, sft_stage.path("ckpt.npz"))
+    sft.eval()
+
+    eot = tok.eot_id
+    if data.prompts == "val":
+        prompts = [[eot] + ids[:data.prompt_tokens] for ids in tok.encode_batch(val_docs.texts)
+                   if len(ids) > data.prompt_tokens]
+        if not prompts:
+            raise ValueError(f"no held-out tweet is longer than --prompt-tokens {data.prompt_tokens}.")
+    else:
+        prompts = [[eot]]
+    eval_prompts = [prompts[i % len(prompts)] for i in range(eval_samples)]
+    val_positive = SFTDataset.from_texts(filter_labels(val_docs, "positive").texts, tok, model_cfg.block_size)
+    return Base(tok, pretrained, sft, train_docs, val_docs, prompts, eval_prompts, val_positive,
+                {"tokenizer": tok_stage, "pretrain": pre_stage, "sft": sft_stage}, records)
+
+
+def reward_function(cache: StageCache, base: Base, kind: str, rm_cfg: RewardModelConfig, pairs: int,
+                    max_new_tokens: int, seed: int):
+    """R(x, y) on decoded texts, and the stage that trained it (None for VADER).
+
+    rm:    Bradley–Terry on human labels (a positive training tweet beats a negative one),
+           from the pretrained backbone.
+    rlaif: Bradley–Terry on AI-judge labels: VADER picks the happier of two SFT samples
+           (ties, which carry no preference, are dropped), from the pretrained backbone.
+    """
+    if kind not in REWARDS:
+        raise ValueError(f"unknown reward {kind!r}; choose one of {', '.join(REWARDS)}.")
+    if kind == "vader":
+        return vader_reward, None
+    tok = base.tokenizer
+    parents = [base.stages["pretrain"]] + ([base.stages["sft"]] if kind == "rlaif" else [])
+    stage = cache.stage(f"reward_{kind}", {"rm": dataclasses.asdict(rm_cfg), "pairs": pairs,
+                                           "max_new_tokens": max_new_tokens, "seed": seed}, parents)
+    model = ScalarHeadModel.from_pretrained(base.pretrained)
+
+    def train():
+        if kind == "rm":
+            train_pairs = pairs_from_labels(base.train_docs, tok, pairs, seed=seed)
+            val_pairs = pairs_from_labels(base.val_docs, tok, max(pairs // 10, 50), seed=seed + 1)
+        else:
+            judged = label_pairs_with_judge(base.sft, [[tok.eot_id]] * pairs, score_judge(vader_reward), tok,
+                                            max_new_tokens, rng=backend.rng(seed))
+            text = lambda ids: tok.decode([t for t in ids if t != tok.eot_id])  # noqa: E731
+            judged = [p for p in judged if vader_reward([text(p.chosen_ids)]) != vader_reward([text(p.rejected_ids)])]
+            if len(judged) < 20:
+                raise ValueError(f"only {len(judged)} of {pairs} judged pairs were not ties; raise --rm-pairs.")
+            cut = len(judged) * 9 // 10
+            train_pairs, val_pairs = judged[:cut], judged[cut:]
+        history = train_reward_model(model, train_pairs, val_pairs, rm_cfg, checkpoint_path=stage.path("ckpt.npz"))
+        return {"val_accuracy": history[-1].get("val_accuracy") if history else None, "pairs": len(train_pairs)}
+    run_stage(cache, stage, ["ckpt.npz"], base.records, train, seed=seed * 100 + 3)
+    _load_weights(model, stage.path("ckpt.npz"))
+    model.eval()
+    return reward_fn_from_model(model, tok), stage
+
+
+def run_rl(cache: StageCache, base: Base, rl_cfg: RLConfig, reward_fn, reward_stage: Stage | None,
+           reward_kind: str, seed: int, label: str | None = None) -> tuple[GPT, list[dict], dict]:
+    """Train a copy of the SFT model with `rl_cfg` against `reward_fn` (π_ref = SFT); returns
+    the policy, its per-iteration metrics and what the stage recorded."""
+    parents = [base.stages["sft"]] + ([reward_stage] if reward_stage is not None else [])
+    stage = cache.stage(label or f"rl_{rl_cfg.algo}", {"rl": dataclasses.asdict(rl_cfg), "reward": reward_kind,
+                                                       "prompts": base.prompts[:50], "n_prompts": len(base.prompts),
+                                                       "seed": seed}, parents)
+    policy = copy_model(base.sft)
+    resumable = rl_cfg.algo != "best_of_n"  # best-of-n rounds are not checkpointed: a killed run starts over
+    log = stage.path("metrics.jsonl")
+
+    def train():
+        value_model = ScalarHeadModel.from_pretrained(base.sft) if rl_cfg.algo == "ppo" else None
+        history = train_rl(policy, base.sft, base.prompts, reward_fn, tokenizer=base.tokenizer, config=rl_cfg,
+                           value_model=value_model, log_path=log, checkpoint_interval=5,
+                           checkpoint_path=stage.path("rl.npz") if resumable else None)
+        save_checkpoint(stage.path("policy.npz"), policy, step=len(history))
+        last = history[-1] if history else {}
+        return {"iterations": last.get("iteration", last.get("step")), "sampled_tokens": last.get("sampled_tokens")}
+    info = run_stage(cache, stage, ["policy.npz"], base.records, train, seed=seed * 100 + 4)
+    _load_weights(policy, stage.path("policy.npz"))
+    policy.eval()
+    history = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+    return policy, history, info
