@@ -59,7 +59,7 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls, prefix: str = "", *
     """Add one flag per field of `cls` (recursing into dataclass fields).
 
     `defaults`, an instance of `cls`, replaces the class defaults (``--quick`` presets);
-    fields named in `skip` get no flag and keep their default in `from_args`.
+    fields named in `skip` (``"dpo.seed"`` for a nested one) get no flag and keep their default in `from_args`.
     """
     hints = typing.get_type_hints(cls)
     docs = field_docs(cls)
@@ -70,7 +70,9 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls, prefix: str = "", *
         default = getattr(defaults, f.name) if defaults is not None else \
             (f.default if f.default is not dataclasses.MISSING else f.default_factory())
         if dataclasses.is_dataclass(hints[f.name]):
-            add_dataclass_args(parser, hints[f.name], f"{prefix}-{f.name}" if prefix else f.name, defaults=default)
+            inner_skip = tuple(name.split(".", 1)[1] for name in skip if name.startswith(f.name + "."))
+            add_dataclass_args(parser, hints[f.name], f"{prefix}-{f.name}" if prefix else f.name, defaults=default,
+                               skip=inner_skip)
             continue
         flag = "--" + (f"{prefix}-" if prefix else "") + f.name.replace("_", "-")
         group.add_argument(flag, type=_parser_for(hints[f.name]), default=default, dest=_dest(prefix, f.name),
@@ -84,7 +86,8 @@ def from_args(args: argparse.Namespace, cls, prefix: str = "", *, defaults=None)
     values = {}
     for f in dataclasses.fields(cls):
         if dataclasses.is_dataclass(hints[f.name]):
-            values[f.name] = from_args(args, hints[f.name], f"{prefix}-{f.name}" if prefix else f.name)
+            values[f.name] = from_args(args, hints[f.name], f"{prefix}-{f.name}" if prefix else f.name,
+                                       defaults=getattr(defaults, f.name) if defaults is not None else None)
         elif hasattr(args, _dest(prefix, f.name)):
             values[f.name] = getattr(args, _dest(prefix, f.name))
         elif defaults is not None:

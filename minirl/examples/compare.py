@@ -31,11 +31,11 @@ from minirl.rl.trainer import ALGOS
 from minirl.table import format_table
 
 
-def budgeted(rl, algo: str, token_budget: int, dpo_steps: int, sft_length: float):
-    """The RL config of one algorithm under the shared budget of sampled response tokens."""
-    if algo == "dpo":  # 2 responses per pair, sampled once from π_ref = SFT
-        pairs = max(8, int(token_budget / (2 * max(sft_length, 1.0))))
-        return dataclasses.replace(rl, algo=algo, iterations=dpo_steps, dpo_pairs=pairs)
+def budgeted(rl, algo: str, token_budget: int, dpo_steps: int):
+    """The RL config of one algorithm under the shared budget of sampled response tokens. DPO spends
+    it up front, on pairs of SFT samples for the judge, then takes `dpo_steps` steps on them."""
+    if algo == "dpo":
+        return dataclasses.replace(rl, algo=algo, iterations=dpo_steps, max_sampled_tokens=token_budget)
     return dataclasses.replace(rl, algo=algo, iterations=100_000, max_sampled_tokens=token_budget)
 
 
@@ -53,7 +53,7 @@ def compare(settings, algos: list[str], token_budget: int, dpo_steps: int) -> di
     rows = [{"algo": "sft (start)", **{k: v for k, v in start.items() if k != "texts"}, "seconds": 0.0,
              "sampled_tokens": 0}]
     for algo in algos:
-        rl_cfg = budgeted(settings.rl, algo, token_budget, dpo_steps, start["response_length"])
+        rl_cfg = budgeted(settings.rl, algo, token_budget, dpo_steps)
         policy, _, info = run_rl(cache, base, rl_cfg, reward_fn, reward_stage, cfg.reward, cfg.seed,
                                  label=f"compare_{algo}")
         stats = sample_statistics(policy, base.sft, base.eval_prompts, base.tokenizer, reward_fn, max_new_tokens,

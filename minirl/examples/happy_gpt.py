@@ -59,17 +59,28 @@ class RunConfig:
     rm_pairs: int = 4000
     """preference pairs for --reward rm (label pairs) or rlaif (judged SFT sample pairs)"""
 
+    def __post_init__(self):
+        if self.eval_samples < 1 or self.rm_pairs < 1:
+            raise ValueError(f"--eval-samples and --rm-pairs must be >= 1, got {self.eval_samples} and {self.rm_pairs}.")
+
 
 @dataclass
 class Settings:
     """Every knob of a run; `presets(quick)` gives the defaults."""
     run: RunConfig
+    """what to run and where: --algo, --reward, --out, --seed, ..."""
     data: DataConfig
+    """corpus, tokenizer size, split, prompts"""
     model: GPTConfig
+    """the GPT card (--model-...)"""
     pretrain: TrainConfig
+    """next-token pretraining (--pretrain-...)"""
     sft: TrainConfig
+    """fine-tuning on positive tweets (--sft-...)"""
     rm: RewardModelConfig
+    """the Bradley–Terry reward model of --reward rm/rlaif (--rm-...)"""
     rl: RLConfig
+    """the RL run (--rl-..., --rl-ppo-..., --rl-grpo-...)"""
 
 
 def presets(quick: bool) -> Settings:
@@ -97,7 +108,8 @@ SECTIONS = (("run", ""), ("data", ""), ("model", "model"), ("pretrain", "pretrai
             ("rl", "rl"))
 
 
-SKIPPED = {"rl": ("algo",), "model": ("vocab_size",)}  # --algo sets the first; the tokenizer sets the second
+# --algo sets rl.algo, the tokenizer sets model.vocab_size, --seed sets the reward model's and DPO's seeds
+SKIPPED = {"rl": ("algo", "dpo.seed"), "model": ("vocab_size",), "rm": ("seed",)}
 
 
 def parse_settings(argv, prog: str, description: str, extra=None) -> tuple[Settings, argparse.Namespace]:
@@ -117,7 +129,10 @@ def parse_settings(argv, prog: str, description: str, extra=None) -> tuple[Setti
     args = parser.parse_args(argv)
     values = {name: from_args(args, type(getattr(defaults, name)), prefix, defaults=getattr(defaults, name))
               for name, prefix in SECTIONS}
-    values["rl"] = dataclasses.replace(values["rl"], algo=values["run"].algo)
+    seed = values["run"].seed
+    values["rl"] = dataclasses.replace(values["rl"], algo=values["run"].algo,
+                                       dpo=dataclasses.replace(values["rl"].dpo, seed=seed))
+    values["rm"] = dataclasses.replace(values["rm"], seed=seed)
     return Settings(**values), args
 
 
@@ -136,6 +151,7 @@ def open_out(out: str, summary: str = "summary.json") -> pathlib.Path:
     previous = path / summary
     if previous.exists():
         os.replace(previous, previous.with_name("summary.previous.json"))
+    (path / "rl_curves.png").unlink(missing_ok=True)  # an earlier run's plot must not sit beside this run's report
     return path
 
 

@@ -10,6 +10,7 @@ call them on one `--out`, so they share every finished stage.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import time
 from dataclasses import dataclass, field
@@ -76,6 +77,14 @@ class Base:
     records: list
 
 
+def corpus_digest(corpus) -> str:
+    """SHA-256 of a corpus's texts and labels."""
+    digest = hashlib.sha256()
+    for i, text in enumerate(corpus.texts):
+        digest.update(f"{text}\x00{corpus.labels[i] if corpus.labels is not None else ''}\x00".encode())
+    return digest.hexdigest()
+
+
 def copy_model(model):
     twin = type(model)(model.config)
     twin.load_state_dict(model.state_dict())
@@ -87,14 +96,18 @@ def _load_weights(model, path):
     return model
 
 
-def run_stage(cache: StageCache, stage: Stage, files: list[str], records: list, work, seed: int) -> dict:
-    """Run `work()` (which returns the info to record) unless `stage` is already done; record its status."""
+def run_stage(cache: StageCache, stage: Stage, files: list[str], records: list, work, seed: int,
+              resumable: tuple[str, ...] = ("ckpt.npz",)) -> dict:
+    """Run `work()` (which returns the info to record) unless `stage` is already done; record its status.
+
+    `files` are the stage's outputs; `resumable` the checkpoints its trainer resumes from.
+    """
     t0 = time.perf_counter()
-    if cache.is_done(stage, files):
+    if cache.is_done(stage, files, resumable):
         info = cache.info(stage)
         records.append(StageRecord(stage.name, "cached", time.perf_counter() - t0, str(stage.dir), info))
         return info
-    status = "resumed" if any(stage.path(f).exists() for f in files) else "ran"
+    status = "resumed" if any(stage.path(f).exists() for f in resumable) else "ran"
     backend.manual_seed(seed)  # each stage seeds itself, so a cached upstream never shifts the RNG
     info = work()
     info["seconds"] = time.perf_counter() - t0
@@ -109,18 +122,22 @@ def prepare(cache: StageCache, data: DataConfig, model_cfg: GPTConfig, pretrain_
     corpus = load_corpus(data.corpus)
     train_docs, val_docs = train_val_split(corpus, data.val_fraction, seed=seed)
 
-    tok_stage = cache.stage("tokenizer", {"corpus": data.corpus, "vocab_size": data.vocab_size,
-                                          "val_fraction": data.val_fraction, "seed": seed})
+    # The corpus's content (not just its name or path) and the backend are part of the first key, so an
+    # edited file or a GPU run's checkpoints are never reused for another run; every later key inherits them.
+    tok_stage = cache.stage("tokenizer", {"corpus": data.corpus, "corpus_sha256": corpus_digest(corpus),
+                                          "vocab_size": data.vocab_size, "val_fraction": data.val_fraction,
+                                          "seed": seed, "backend": backend.name()})
 
     def train_tokenizer():
         Tokenizer.train(train_docs.texts, data.vocab_size).save(tok_stage.path("tokenizer.tiktoken"))
         return {"documents": len(train_docs)}
-    run_stage(cache, tok_stage, ["tokenizer.tiktoken"], records, train_tokenizer, seed=seed)
+    run_stage(cache, tok_stage, ["tokenizer.tiktoken"], records, train_tokenizer, seed=seed, resumable=())
     tok = Tokenizer.load(tok_stage.path("tokenizer.tiktoken"))
     model_cfg = dataclasses.replace(model_cfg, vocab_size=tok.vocab_size)
 
     pre_stage = cache.stage("pretrain", {"model": model_cfg.to_dict(), "train": dataclasses.asdict(pretrain_cfg)},
                             [tok_stage])
+    backend.manual_seed(seed * 100 + 11)  # the initial weights, drawn the same whether or not earlier stages ran
     pretrained = GPT(model_cfg)
 
     def pretrain():
@@ -175,8 +192,10 @@ def reward_function(cache: StageCache, base: Base, kind: str, rm_cfg: RewardMode
         return vader_reward, None
     tok = base.tokenizer
     parents = [base.stages["pretrain"]] + ([base.stages["sft"]] if kind == "rlaif" else [])
-    stage = cache.stage(f"reward_{kind}", {"rm": dataclasses.asdict(rm_cfg), "pairs": pairs,
-                                           "max_new_tokens": max_new_tokens, "seed": seed}, parents)
+    judged = {"max_new_tokens": max_new_tokens} if kind == "rlaif" else {}  # the judged samples' length
+    stage = cache.stage(f"reward_{kind}", {"rm": dataclasses.asdict(rm_cfg), "pairs": pairs, "seed": seed, **judged},
+                        parents)
+    backend.manual_seed(seed * 100 + 13)  # the fresh head's weights
     model = ScalarHeadModel.from_pretrained(base.pretrained)
 
     def train():
@@ -205,7 +224,7 @@ def run_rl(cache: StageCache, base: Base, rl_cfg: RLConfig, reward_fn, reward_st
     """Train a copy of the SFT model with `rl_cfg` against `reward_fn` (π_ref = SFT); returns
     the policy, its per-iteration metrics and what the stage recorded."""
     parents = [base.stages["sft"]] + ([reward_stage] if reward_stage is not None else [])
-    stage = cache.stage(label or f"rl_{rl_cfg.algo}", {"rl": dataclasses.asdict(rl_cfg), "reward": reward_kind,
+    stage = cache.stage(label or f"rl_{rl_cfg.algo}", {"rl": rl_cfg.settings(), "reward": reward_kind,
                                                        "prompts": base.prompts[:50], "n_prompts": len(base.prompts),
                                                        "seed": seed}, parents)
     policy = copy_model(base.sft)
@@ -217,10 +236,12 @@ def run_rl(cache: StageCache, base: Base, rl_cfg: RLConfig, reward_fn, reward_st
         history = train_rl(policy, base.sft, base.prompts, reward_fn, tokenizer=base.tokenizer, config=rl_cfg,
                            value_model=value_model, log_path=log, checkpoint_interval=5,
                            checkpoint_path=stage.path("rl.npz") if resumable else None)
-        save_checkpoint(stage.path("policy.npz"), policy, step=len(history))
-        last = history[-1] if history else {}
+        logged = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+        last = {**(logged[-1] if logged else {}), **(history[-1] if history else {})}  # a resume may have had nothing left
+        save_checkpoint(stage.path("policy.npz"), policy, step=last.get("iteration", last.get("step", 0)))
         return {"iterations": last.get("iteration", last.get("step")), "sampled_tokens": last.get("sampled_tokens")}
-    info = run_stage(cache, stage, ["policy.npz"], base.records, train, seed=seed * 100 + 4)
+    info = run_stage(cache, stage, ["policy.npz"], base.records, train, seed=seed * 100 + 4,
+                     resumable=("rl.npz",) if resumable else ())
     _load_weights(policy, stage.path("policy.npz"))
     policy.eval()
     history = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []

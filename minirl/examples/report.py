@@ -55,6 +55,7 @@ def perplexity(model, data, batch_size: int = 64) -> float:
 def sample_statistics(model, sft_model, prompts: Sequence[Sequence[int]], tokenizer,
                       reward_fn: Callable[[list[str]], Sequence[float]], max_new_tokens: int, seed: int) -> dict:
     """Sample once per prompt (temperature 1, the policy's own distribution) and measure the samples."""
+    model.eval()  # no dropout in what is measured
     gen = generate(model, prompts, max_new_tokens, eot_id=tokenizer.eot_id, rng=backend.rng(seed))
     eot = tokenizer.eot_id
     texts = [tokenizer.decode([t for t in r if t != eot]) for r in gen.responses()]
@@ -82,7 +83,8 @@ def side_by_side(left: Sequence[str], right: Sequence[str], titles: tuple[str, s
 
 
 PLOTTED = (("score_mean", "reward"), ("kl_to_ref", "KL to reference (nats / response)"),
-           ("entropy", "entropy (nats / token)"), ("response_length", "response length (tokens)"))
+           ("entropy", "entropy (nats / token)"), ("response_length", "response length (tokens)"),
+           ("reward_margin", "DPO: implicit reward margin"), ("accuracy", "DPO: pair accuracy"))
 
 
 def _pyplot(notice: Callable[[str], None]):

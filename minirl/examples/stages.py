@@ -52,10 +52,13 @@ def write_atomic(path, text: str) -> None:
 @dataclass
 class Stage:
     name: str
+    """what the stage does: tokenizer, pretrain, sft, reward_rm, rl_ppo, ..."""
     key: str
     """SHA-256 of the stage's name, settings and parent keys"""
     settings: dict
+    """everything that shapes its result, as stored in settings.json"""
     dir: pathlib.Path
+    """<root>/<name>-<first 10 hex digits of key>"""
 
     def path(self, filename: str) -> pathlib.Path:
         return self.dir / filename
@@ -76,13 +79,13 @@ class StageCache:
                                                               "parents": [p.dir.name for p in parents]}, indent=2))
         return stage
 
-    def is_done(self, stage: Stage, files: Sequence[str]) -> bool:
-        """True when `stage` finished and every one of `files` is intact; otherwise its damaged files are set aside."""
+    def is_done(self, stage: Stage, files: Sequence[str], resumable: Sequence[str] = ()) -> bool:
+        """True when `stage` finished and every one of `files` is intact. Otherwise damaged files are
+        set aside: outputs that fail their checksum, and `resumable` checkpoints that cannot be read."""
         marker = stage.path("done.json")
         if not marker.exists():
-            for name in files:
-                if name.endswith(".npz"):
-                    self._check_resumable(stage, name)
+            for name in resumable:
+                self._check_resumable(stage, name)
             return False
         try:
             recorded = json.loads(marker.read_text())["sha256"]

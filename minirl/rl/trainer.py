@@ -102,6 +102,14 @@ class RLConfig:
         """Samples per prompt in one rollout: G for GRPO, k for RLOO, 1 otherwise."""
         return {"grpo": self.grpo.group_size, "rloo": self.rloo.k}.get(self.algo, 1)
 
+    def settings(self) -> dict:
+        """The fields that shape a run of `algo` (the shared ones and its own section): what a
+        resumed run must match, and what a cache of finished runs is keyed by."""
+        own = {"pg": ("pg",), "ppo": ("ppo",), "grpo": ("grpo",), "rloo": ("rloo",), "trpo": ("trpo",),
+               "dpo": ("dpo",), "best_of_n": ("best_of_n", "sft")}[self.algo]
+        sections = ("pg", "ppo", "grpo", "rloo", "trpo", "dpo", "best_of_n", "sft")
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in sections or k in own}
+
     @property
     def algo_config(self):
         return {"pg": self.pg, "ppo": self.ppo, "grpo": self.grpo, "rloo": self.rloo, "trpo": self.trpo}[self.algo]
@@ -162,7 +170,7 @@ def train_rl(policy, ref_model, prompts: Sequence[Sequence[int]], reward_fn: Cal
     start, sampled_tokens = 0, 0
     if checkpoint_path is not None and pathlib.Path(checkpoint_path).exists():
         ckpt = load_checkpoint(checkpoint_path)
-        check_settings(ckpt, "rl_config", dataclasses.asdict(config), "RL")
+        check_settings(ckpt, "rl_config", config.settings(), "RL")
         start = restore(ckpt, trainable, opt, tokenizer_ranks=ranks)
         baseline.value, baseline.count = ckpt.meta["extra"]["baseline"]
         sampled_tokens = ckpt.meta["extra"].get("sampled_tokens", 0)
@@ -176,7 +184,7 @@ def train_rl(policy, ref_model, prompts: Sequence[Sequence[int]], reward_fn: Cal
     def checkpoint(iteration: int) -> None:
         if checkpoint_path is not None:
             save_checkpoint(checkpoint_path, trainable, step=iteration, optimizer=opt, tokenizer_ranks=ranks,
-                            extra={"rl_config": dataclasses.asdict(config), "baseline": [baseline.value, baseline.count],
+                            extra={"rl_config": config.settings(), "baseline": [baseline.value, baseline.count],
                                    "sampled_tokens": sampled_tokens,
                                    "kl_coef": controller.kl_coef if controller else algo.kl_coef})
 
@@ -255,13 +263,20 @@ def _train_dpo_from_judge(policy, ref_model, prompts, reward_fn, tokenizer, conf
     (equal scores; common with VADER, which scores many short texts 0) carry no preference
     and are dropped."""
     rng = np.random.default_rng([config.dpo.seed, len(prompts)])
-    batch = [list(prompts[i]) for i in rng.integers(0, len(prompts), size=config.dpo_pairs)]
-    pairs = label_pairs_with_judge(ref_model, batch, score_judge(reward_fn), tokenizer, config.max_new_tokens,
-                                   rng=backend.rng(config.dpo.seed))
+    sample_rng = backend.rng(config.dpo.seed)
+    budget, pairs, sampled_tokens = config.max_sampled_tokens, [], 0
+    while True:  # with a token budget, 64 prompts at a time until it is spent; otherwise dpo_pairs prompts once
+        size = config.dpo_pairs if budget is None else 64
+        batch = [list(prompts[i]) for i in rng.integers(0, len(prompts), size=size)]
+        new = label_pairs_with_judge(ref_model, batch, score_judge(reward_fn), tokenizer, config.max_new_tokens,
+                                     rng=sample_rng)
+        pairs += new
+        sampled_tokens += sum(len(p.chosen_ids) + len(p.rejected_ids) for p in new)
+        if budget is None or sampled_tokens >= budget or not new:
+            break
     text = lambda ids: tokenizer.decode([t for t in ids if t != tokenizer.eot_id])  # noqa: E731
     chosen = reward_fn([text(p.chosen_ids) for p in pairs])
     rejected = reward_fn([text(p.rejected_ids) for p in pairs])
-    sampled_tokens = sum(len(p.chosen_ids) + len(p.rejected_ids) for p in pairs)
     pairs = [p for p, a, b in zip(pairs, chosen, rejected) if a != b]
     if not pairs:
         raise ValueError("every judged pair was a tie: the reward function cannot tell the policy's samples "
