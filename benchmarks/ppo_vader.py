@@ -21,25 +21,25 @@ import numpy as np
 from minirl import backend
 from minirl.data import filter_labels, load_corpus, train_val_split
 from minirl.data.sft import SFTDataset
+from minirl.examples.report import sample_statistics
 from minirl.model import GPT
 from minirl.pretrain import load_pretrained
 from minirl.rl.ppo import PPOConfig
 from minirl.rl.reward_model import ScalarHeadModel
 from minirl.rl.sentiment import vader_reward
 from minirl.rl.trainer import RLConfig, train_rl
-from minirl.sampling import generate
 from minirl.table import format_table
 from minirl.train import TrainConfig, train_lm
 
 
 def sample_texts(model, tok, n: int, seed: int) -> list[str]:
-    out = generate(model, [[tok.eot_id]] * n, 40, eot_id=tok.eot_id, rng=backend.rng(seed))
-    return [tok.decode([t for t in r if t != tok.eot_id]) for r in out.responses()]
+    return sentiment_summary(model, tok, n, seed)["texts"]
 
 
 def sentiment_summary(model, tok, n: int = 128, seed: int = 123) -> dict:
-    scores = np.array(vader_reward(sample_texts(model, tok, n, seed)))
-    return {"vader_mean": float(scores.mean()), "fraction_positive": float((scores > 0.05).mean())}
+    """VADER over `n` unconditional samples, measured as happy_gpt's report measures them."""
+    stats = sample_statistics(model, model, [[tok.eot_id]] * n, tok, vader_reward, 40, seed)
+    return {"vader_mean": stats["vader"], "fraction_positive": stats["fraction_positive"], "texts": stats["texts"]}
 
 
 def main(argv=None) -> int:
