@@ -23,6 +23,7 @@ import subprocess
 import sys
 import time
 
+import minirl  # noqa: F401  (first: it sets OPENBLAS_THREAD_TIMEOUT before numpy loads OpenBLAS)
 import numpy as np
 
 from minirl import backend, optim

@@ -18,9 +18,10 @@ import time
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmark this checkout, installed or not
+import minirl  # noqa: F401,E402  (before numpy: it sets OPENBLAS_THREAD_TIMEOUT, read when OpenBLAS loads)
+import numpy as np  # noqa: E402
+
 from minirl import backend  # noqa: E402
 from minirl import functional as F  # noqa: E402
 from minirl.table import format_table  # noqa: E402

@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import Any, Iterator
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -30,6 +32,12 @@ _default_dtype = np.float32
 _seed = 0
 _host_rng: np.random.Generator | None = None
 _device_rng: Any = None
+_threads: int | None = None
+_pool: ThreadPoolExecutor | None = None
+PARALLEL_MIN_SIZE = 1 << 16
+"""Arrays with fewer elements than this run on the calling thread: below ~64k elements
+handing a block to another thread costs more than it saves (tests set it to 1)."""
+_in_parallel = threading.local()  # .active is True on a thread running a parallel_rows block
 
 
 class BackendError(RuntimeError):
@@ -228,3 +236,74 @@ def scatter_add(target, indices, values) -> None:
         import cupyx
 
         cupyx.scatter_add(target, indices, values)
+
+
+def ignore_overflow():
+    """A context in which float overflow to ±inf is expected and silent (NumPy's errstate;
+    CuPy never warns)."""
+    return np.errstate(over="ignore")
+
+
+def num_threads() -> int:
+    """Threads `parallel_rows` splits work across on the numpy backend.
+
+    ``MINIRL_NUM_THREADS`` if set, else the CPUs this process may run on.
+    """
+    global _threads
+    if _threads is None:
+        value = os.environ.get("MINIRL_NUM_THREADS", "").strip()
+        if value:
+            if not value.isdigit() or int(value) < 1:
+                raise BackendError(f"MINIRL_NUM_THREADS must be a positive integer, got {value!r}.")
+            _threads = int(value)
+        else:
+            _threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return _threads
+
+
+def set_num_threads(n: int) -> None:
+    """Use `n` threads in `parallel_rows` from now on (1 turns the splitting off)."""
+    global _threads, _pool
+    if not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"number of threads must be a positive integer, got {n!r}.")
+    _threads = int(n)
+    if _pool is not None:
+        _pool.shutdown()
+        _pool = None
+
+
+def parallel_rows(kernel: Callable, *arrays) -> None:
+    """Run ``kernel(*blocks)`` on row blocks of `arrays`, the blocks in parallel threads.
+
+    Every array is split at the same rows of its first axis, and the kernel writes its
+    results into blocks of preallocated output arrays passed among them. NumPy runs a
+    ufunc on one core and releases the GIL while it does, so a row-wise kernel (GELU,
+    a softmax, a layer norm) on a (2048, 2048) array gets every core instead of one.
+    Rows are computed independently and identically, so results are bit-for-bit the
+    same for any thread count. Arrays smaller than `PARALLEL_MIN_SIZE` elements, and the cupy
+    backend (already parallel on the GPU), call the kernel once on the whole arrays.
+    """
+    rows = arrays[0].shape[0]
+    threads = min(num_threads(), rows) if arrays[0].size >= PARALLEL_MIN_SIZE else 1
+    if threads <= 1 or get_array_module(arrays[0]) is not np or getattr(_in_parallel, "active", False):
+        kernel(*arrays)  # small, on the GPU, or nested inside a block that already has its thread
+        return
+    global _pool
+    if _pool is None:
+        _pool = ThreadPoolExecutor(max_workers=num_threads() - 1, thread_name_prefix="minirl")
+    bounds = [rows * i // threads for i in range(threads + 1)]
+    futures = [_pool.submit(_run_block, kernel, [a[lo:hi] for a in arrays])
+               for lo, hi in zip(bounds[1:-1], bounds[2:])]
+    try:
+        _run_block(kernel, [a[:bounds[1]] for a in arrays])  # the calling thread takes the first block
+    finally:
+        for future in futures:
+            future.result()  # waits for every block; re-raises a worker's exception here
+
+
+def _run_block(kernel: Callable, blocks: list) -> None:
+    _in_parallel.active = True
+    try:
+        kernel(*blocks)
+    finally:
+        _in_parallel.active = False

@@ -1,6 +1,10 @@
-"""Float64 finite-difference checks of the fused ops, over hypothesis-drawn shapes, axes and masks."""
+"""Float64 finite-difference checks of the fused ops, over hypothesis-drawn shapes, axes and masks.
+
+Every array is split across three threads (backend.parallel_rows), however small, so the
+row-parallel kernels are what gets checked."""
 
 import numpy as np
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -8,6 +12,17 @@ from hypothesis.extra import numpy as hnp
 from minirl import backend
 from minirl import functional as F
 from tests.test_grad_ops import assert_grads, normal, seeds
+
+
+
+@pytest.fixture(autouse=True)
+def _split_rows_across_threads(monkeypatch):
+    monkeypatch.setattr(backend, "PARALLEL_MIN_SIZE", 1)
+    previous = backend.num_threads()
+    backend.set_num_threads(3)
+    yield
+    backend.set_num_threads(previous)
+
 
 shapes = hnp.array_shapes(min_dims=1, max_dims=3, min_side=1, max_side=5)
 
