@@ -99,7 +99,8 @@ def test_group_algorithms_raise_vader_reward(pretrained, tmp_path, algo):
 
 def test_trpo_raises_vader_reward_within_its_trust_region(pretrained, tmp_path):
     tok, ref = pretrained
-    config = RLConfig(algo="trpo", iterations=16, batch_size=32, max_new_tokens=12,
+    # batch 64: at 32 the VADER gain ranged 0.00-0.41 over six rollout seeds; at 64, 0.24-0.44
+    config = RLConfig(algo="trpo", iterations=16, batch_size=64, max_new_tokens=12,
                       trpo=TRPOConfig(max_kl=0.1, kl_coef=0.05))
     history, before, after = run(tok, ref, config, tmp_path)
     print(f"trpo: VADER {before:.3f} -> {after:.3f}, KL to ref {history[-1]['kl_to_ref']:.2f} nats")
