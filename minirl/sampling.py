@@ -36,6 +36,33 @@ class Generation:
         return [row[m].tolist() for row, m in zip(tokens, mask)]
 
 
+_BLOCK = 64
+
+
+def running_sum(w):
+    """``cdf[b, i] = Σ_{j≤i} w[b, j]`` for (B, V) weights, as a matmul instead of `cumsum`.
+
+    NumPy's cumsum is a serial loop (about 4 ns a number, half the time of a sampling
+    step at V = 2048). Cutting each row into blocks of 64, the running sums inside every
+    block are one GEMM with an upper-triangular matrix of ones, ``inner = blocks @ U``;
+    then each block adds the total of the blocks before it. Every sum is a monotone
+    function of the weights, so the cdf never decreases and a zero-weight token (cut
+    by top-k or top-p) adds nothing and can never be drawn. Returns (B, V') with V'
+    the next multiple of 64 (the padding has weight 0).
+    """
+    xp = backend.get_array_module(w)
+    B, V = w.shape
+    nb = -(-V // _BLOCK)
+    if nb * _BLOCK != V:
+        w = xp.concatenate([w, xp.zeros((B, nb * _BLOCK - V), dtype=w.dtype)], axis=1)
+    upper = xp.triu(xp.ones((_BLOCK, _BLOCK), dtype=w.dtype))  # upper[j, i] = 1 for j ≤ i
+    inner = (w.reshape(B * nb, _BLOCK) @ upper).reshape(B, nb, _BLOCK)
+    before = xp.zeros((B, nb), dtype=w.dtype)  # mass of the earlier blocks: an exclusive running sum
+    xp.cumsum(inner[:, :-1, -1], axis=1, out=before[:, 1:])
+    inner += before[:, :, None]
+    return inner.reshape(B, nb * _BLOCK)
+
+
 def sample_next(logits, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
                 rng=None):
     """Draw one token per row from (B, V) logits; returns (ids (B,), logprobs (B,)).
@@ -67,9 +94,9 @@ def sample_next(logits, temperature: float = 1.0, top_k: int | None = None, top_
         xp.put_along_axis(drop, order, ahead >= top_p * sorted_w.sum(axis=-1, keepdims=True), axis=-1)
         weights[drop] = 0
     rng = rng if rng is not None else backend.device_rng()
-    cdf = xp.cumsum(weights, axis=-1)  # inverse-CDF sampling on the unnormalised weights
+    cdf = running_sum(weights)  # inverse-CDF sampling on the unnormalised weights
     u = rng.random((cdf.shape[0], 1), dtype=cdf.dtype) * cdf[:, -1:]
-    ids = xp.minimum((cdf <= u).sum(axis=-1), cdf.shape[-1] - 1)  # min: round-off at the top of the CDF
+    ids = xp.minimum((cdf <= u).sum(axis=-1), weights.shape[-1] - 1)  # min: round-off at the top of the CDF
     logprobs = (xp.take_along_axis(scaled, ids[:, None], axis=-1) - shift) - xp.log(total)
     return ids, logprobs[:, 0]
 

@@ -2,10 +2,12 @@
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from minirl import backend, nn, optim
 from minirl.model import GPT, GPTConfig, KVCache, positions_from_mask
-from minirl.sampling import generate, sample_next
+from minirl.sampling import generate, running_sum, sample_next
 from minirl.tensor import no_grad
 
 TINY = dict(vocab_size=23, block_size=12, n_layer=2, n_head=3, n_embd=8)
@@ -161,6 +163,19 @@ def test_sampling_follows_the_distribution_and_its_filters(backend_name):
     assert set(backend.to_numpy(nucleus).tolist()) == {0, 1}
     greedy, _ = sample_next(logits[:5], top_k=1, rng=backend.rng(3))
     assert backend.to_numpy(greedy).tolist() == [0] * 5
+
+
+@given(st.integers(1, 200), st.integers(1, 4), st.integers(0, 2**31 - 1))
+def test_running_sum_is_a_cumsum_that_never_steps_over_a_zero_weight(vocab, rows, seed):
+    rng = np.random.default_rng(seed)
+    w = rng.random((rows, vocab)).astype(np.float32) * (rng.random((rows, vocab)) < 0.6)  # top-k-like zeros
+    cdf = running_sum(w)
+    assert cdf.shape == (rows, -(-vocab // 64) * 64)
+    np.testing.assert_allclose(cdf[:, :vocab], np.cumsum(w.astype(np.float64), axis=1), rtol=1e-5, atol=1e-5)
+    steps = np.diff(cdf, axis=1, prepend=0)
+    assert np.all(steps >= 0)  # monotone, so inverse-CDF sampling is well defined
+    padded = np.concatenate([w, np.zeros((rows, cdf.shape[1] - vocab), np.float32)], axis=1)
+    assert np.all(steps[padded == 0] == 0)  # a zero-weight token owns no interval: it can't be drawn
 
 
 def test_logprobs_of_a_single_token_and_empty_inputs():
