@@ -13,6 +13,15 @@ Random numbers come from two generators, both seeded by `manual_seed`:
 `host_rng()` is always NumPy and draws parameter initialisations and data
 shuffles, so a model starts identical on either backend; `device_rng()` lives on
 the active backend and draws dropout masks and samples without a host round trip.
+
+CPU threads: BLAS already runs each matmul on every core, but NumPy runs every other
+operation (exp, multiply, a row sum) on one. `parallel_rows` hands row blocks of the
+fused kernels (GELU, softmax and cross-entropy, layer norm, attention) to a small
+thread pool; NumPy releases the GIL inside each ufunc, so the blocks really run at
+once. ``MINIRL_NUM_THREADS`` sets the pool size (default: the CPUs this process may
+use). OpenBLAS keeps its idle workers spinning for about 0.1 s after every matmul,
+which would take the very core the pool needs, so `import minirl` asks them to sleep
+at once (``OPENBLAS_THREAD_TIMEOUT=4``) when it runs before numpy is first imported.
 """
 
 from __future__ import annotations

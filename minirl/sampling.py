@@ -58,7 +58,7 @@ def running_sum(w):
     upper = xp.triu(xp.ones((_BLOCK, _BLOCK), dtype=w.dtype))  # upper[j, i] = 1 for j ≤ i
     inner = (w.reshape(B * nb, _BLOCK) @ upper).reshape(B, nb, _BLOCK)
     before = xp.zeros((B, nb), dtype=w.dtype)  # mass of the earlier blocks: an exclusive running sum
-    xp.cumsum(inner[:, :-1, -1], axis=1, out=before[:, 1:])
+    before[:, 1:] = xp.cumsum(inner[:, :-1, -1], axis=1)
     inner += before[:, :, None]
     return inner.reshape(B, nb * _BLOCK)
 
