@@ -237,9 +237,9 @@ def layer_norm(x, weight=None, bias=None, eps: float = 1e-5) -> Tensor:
         backend.parallel_rows(backward, g2, xhat, rstd, d)
         grads = [d.reshape(x.shape)]
         if weight is not None:
-            grads.append((g2 * xhat).sum(axis=0))
+            grads.append(xp.einsum("ij,ij->j", g2, xhat))  # Σ_rows g·x̂
         if bias is not None:
-            grads.append(g2.sum(axis=0))
+            grads.append(xp.einsum("ij->j", g2))
         return tuple(grads)
     return Tensor._make(out.reshape(x.shape), parents, _backward)
 

@@ -37,10 +37,9 @@ def transpose(a, axes=None) -> Tensor:
     axes = tuple(range(a.ndim))[::-1] if axes is None else tuple(ax % builtins.max(a.ndim, 1) for ax in axes)
     if sorted(axes) != list(range(a.ndim)):
         raise ValueError(f"transpose axes {axes} are not a permutation of the {a.ndim} axes of shape {a.shape}.")
-    inverse = tuple(np.argsort(axes))
 
     def _backward(g):
-        return (g.transpose(inverse),)
+        return (g.transpose(tuple(np.argsort(axes))),)  # the inverse permutation, only when needed
     return Tensor._make(a.data.transpose(axes), (a,), _backward)
 
 
