@@ -21,6 +21,20 @@ __all__ = [
 ]
 
 
+def row_sum(a, axis: int = -1, other=None):
+    """``Σ a`` (or ``Σ a·other``) over `axis`, keeping it as a length-1 axis.
+
+    Over the last axis this is an einsum: NumPy runs it 2-4× faster than
+    ``a.sum(axis=-1)`` (whose reduction loop restarts on every short row) and with no
+    temporary for the product. Each row's sum reads only that row.
+    """
+    xp = backend.get_array_module(a)
+    if axis in (-1, a.ndim - 1):
+        out = xp.einsum("...k->...", a) if other is None else xp.einsum("...k,...k->...", a, other)
+        return out[..., None]
+    return (a if other is None else a * other).sum(axis=axis, keepdims=True)
+
+
 def _softmax_rows(x, e, total, shift) -> None:
     """The row kernel of `softmax_parts`: fills ``shift = max``, ``e = exp(x - shift)``,
     ``total = Σ e`` for the rows of `x` (any shape; reduces its last axis)."""
@@ -29,7 +43,7 @@ def _softmax_rows(x, e, total, shift) -> None:
     xp.copyto(shift, 0, where=~xp.isfinite(shift))  # small array: one value per row
     xp.subtract(x, shift, out=e)
     xp.exp(e, out=e)
-    e.sum(axis=-1, keepdims=True, out=total)
+    total[...] = row_sum(e)
     xp.copyto(total, 1, where=total == 0)
 
 
@@ -57,10 +71,24 @@ def softmax_parts(x, axis: int = -1):
     return tuple(xp.moveaxis(a, -1, axis) for a in (e, total, shift))
 
 
+def along_axis(kernel, axis: int, *arrays) -> None:
+    """Run ``kernel(ax, *arrays)``, a kernel that reduces over axis `ax` and writes into
+    output arrays among `arrays`. Along the last axis the rows go to parallel threads
+    as (N, V) blocks (`backend.parallel_rows`); along any other axis it runs once."""
+    x = arrays[0]
+    if x.ndim >= 2 and axis in (-1, x.ndim - 1):
+        backend.parallel_rows(lambda *blocks: kernel(-1, *blocks), *(a.reshape(-1, a.shape[-1]) for a in arrays))
+    else:
+        kernel(axis, *arrays)
+
+
 def softmax_probs(x, axis: int = -1):
     """softmax(x) along `axis` on a raw array (no graph), via `softmax_parts`."""
     e, total, _ = softmax_parts(x, axis)
-    e /= total
+
+    def normalise(ax, e, total):
+        e /= total
+    along_axis(normalise, axis, e, total)
     return e
 
 
@@ -73,12 +101,22 @@ def log_softmax(x, axis: int = -1) -> Tensor:
     x = as_tensor(x)
     xp = backend.get_array_module(x.data)
     probs, total, shift = softmax_parts(x.data, axis)
-    probs /= total
-    out = x.data - shift  # not x - (shift + log total): that rounds away log total at |x| ~ 1e4
-    out -= xp.log(total)
+    out = xp.empty(x.shape, dtype=probs.dtype)
+
+    def forward(ax, x, probs, total, shift, out):
+        probs /= total
+        xp.subtract(x, shift, out=out)  # not x - (shift + log total): that rounds away log total at |x| ~ 1e4
+        out -= xp.log(total)
+    along_axis(forward, axis, x.data, probs, total, shift, out)
 
     def _backward(g):
-        return (g - probs * g.sum(axis=axis, keepdims=True),)
+        dx = xp.empty(probs.shape, dtype=probs.dtype)
+
+        def backward(ax, g, probs, dx):
+            xp.multiply(probs, row_sum(g, ax), out=dx)
+            xp.subtract(g, dx, out=dx)
+        along_axis(backward, axis, g, probs, dx)
+        return (dx,)
     return Tensor._make(out, (x,), _backward)
 
 
@@ -88,10 +126,18 @@ def softmax(x, axis: int = -1) -> Tensor:
     Derivative (Jacobian ``diag(s) - s sᵀ`` applied to g): ``dx = s · (g - Σ_j g_j s_j)``.
     """
     x = as_tensor(x)
+    xp = backend.get_array_module(x.data)
     probs = softmax_probs(x.data, axis)
 
     def _backward(g):
-        return (probs * (g - (g * probs).sum(axis=axis, keepdims=True)),)
+        dx = xp.empty(probs.shape, dtype=probs.dtype)
+
+        def backward(ax, g, probs, dx):
+            xp.multiply(g, probs, out=dx)
+            xp.subtract(g, row_sum(dx, ax), out=dx)
+            dx *= probs
+        along_axis(backward, axis, g, probs, dx)
+        return (dx,)
     return Tensor._make(probs, (x,), _backward)
 
 
@@ -192,8 +238,7 @@ def layer_norm(x, weight=None, bias=None, eps: float = 1e-5) -> Tensor:
     Fused because the chain (mean, sub, square, mean, add, sqrt, div, mul, add)
     keeps nine arrays for backward. With ``x̂ = (x - μ)·rstd`` and ``d = g·w``:
     ``dx = rstd · (d - mean(d) - x̂ · mean(d · x̂))``, ``dw = Σ g·x̂``, ``db = Σ g``.
-    Rows run in parallel (`backend.parallel_rows`); the row sums are einsums, which
-    NumPy runs about twice as fast as ``sum(axis=-1)`` on 128-wide rows.
+    Rows run in parallel (`backend.parallel_rows`), with `row_sum` for the means.
     """
     x = as_tensor(x)
     xp = backend.get_array_module(x.data)
@@ -205,8 +250,8 @@ def layer_norm(x, weight=None, bias=None, eps: float = 1e-5) -> Tensor:
     b = as_tensor(bias).data if bias is not None else None
 
     def forward(x, xhat, rstd, out):
-        xp.subtract(x, xp.einsum("ij->i", x)[:, None] * (1.0 / C), out=xhat)  # centred, then scaled in place
-        rstd[:, 0] = xp.einsum("ij,ij->i", xhat, xhat)  # C·σ²
+        xp.subtract(x, row_sum(x) * (1.0 / C), out=xhat)  # centred, then scaled in place
+        rstd[...] = row_sum(xhat, -1, xhat)  # C·σ²
         rstd *= 1.0 / C
         rstd += eps
         xp.sqrt(rstd, out=rstd)
@@ -230,8 +275,8 @@ def layer_norm(x, weight=None, bias=None, eps: float = 1e-5) -> Tensor:
                 xp.multiply(g, w, out=d)
             else:
                 d[...] = g
-            mean_d_xhat = xp.einsum("ij,ij->i", d, xhat)[:, None] * (1.0 / C)
-            d -= xp.einsum("ij->i", d)[:, None] * (1.0 / C)
+            mean_d_xhat = row_sum(d, -1, xhat) * (1.0 / C)
+            d -= row_sum(d) * (1.0 / C)
             d -= xhat * mean_d_xhat
             d *= rstd
         backend.parallel_rows(backward, g2, xhat, rstd, d)
@@ -369,7 +414,7 @@ def scaled_dot_product_attention(q, k, v, causal: bool = True, key_mask=None) ->
         def backward(q, k, v, P, g, dq, dk, dv):
             xp.matmul(xp.swapaxes(P, -1, -2), g, out=dv)  # (b, nh, Tk, hs)
             dS = g @ xp.swapaxes(v, -1, -2)  # dP, (b, nh, Tq, Tk), turned into dS in place
-            dS -= (dS * P).sum(axis=-1, keepdims=True)
+            dS -= row_sum(dS, -1, P)
             dS *= P
             dS *= scale
             xp.matmul(dS, k, out=dq)
