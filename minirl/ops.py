@@ -218,7 +218,13 @@ def _matmul_folded(a: Tensor, b: Tensor) -> Tensor:
     def _backward(g):
         g2 = g.reshape(-1, m)  # (N, m)
         ga = (g2 @ b.data.T).reshape(a.shape) if a.requires_grad else None  # (N, m) @ (m, k)
-        gb = a2.T @ g2 if b.requires_grad else None  # (k, N) @ (N, m)
+        gb = None
+        if b.requires_grad and b.data.flags.f_contiguous and not b.data.flags.c_contiguous:
+            # b is a transposed view, e.g. the tied output head wteᵀ: build dL/db in the same
+            # layout, so its transpose back (the table's gradient) is contiguous and adds fast
+            gb = (g2.T @ a2).T  # ((m, N) @ (N, k))ᵀ
+        elif b.requires_grad:
+            gb = a2.T @ g2  # (k, N) @ (N, m)
         return ga, gb
     return Tensor._make(out, (a, b), _backward)
 
