@@ -18,5 +18,8 @@ from minirl import backend, functional, indexing, nn, ops, optim
 from minirl.backend import manual_seed
 from minirl.tensor import Tensor, no_grad
 
+if _os.environ.get("MINIRL_KEEP_FREED_MEMORY", "1") != "0":
+    backend.keep_freed_memory()  # reuse freed 16 MB arrays instead of page-faulting fresh ones
+
 __all__ = ["Tensor", "no_grad", "manual_seed", "backend", "ops", "indexing", "functional", "nn", "optim"]
 __version__ = "0.1.0"

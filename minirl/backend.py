@@ -247,6 +247,32 @@ def scatter_add(target, indices, values) -> None:
         cupyx.scatter_add(target, indices, values)
 
 
+def keep_freed_memory() -> bool:
+    """Ask glibc's malloc to keep freed blocks up to 32 MB for reuse instead of handing
+    them back to the OS; True if it could (Linux with glibc), False elsewhere.
+
+    A training step allocates and frees arrays of up to (B·T, V) = 16 MB. By default glibc
+    serves such blocks with mmap and unmaps them on free, so the next step's array starts
+    on fresh pages and pays a page fault per 4 KiB (measured: log_softmax on (2048, 2048)
+    12.5 ms -> 8.7 ms, the training step ~5% faster). This sets M_MMAP_THRESHOLD to its
+    32 MB maximum and M_TRIM_THRESHOLD to 512 MB, the settings ``MALLOC_MMAP_THRESHOLD_``
+    and ``MALLOC_TRIM_THRESHOLD_`` give at startup. The cost: the process keeps up to
+    512 MB of freed memory. `import minirl` calls it unless ``MINIRL_KEEP_FREED_MEMORY=0``.
+    """
+    import ctypes
+    import ctypes.util
+    import platform
+
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        m_trim_threshold, m_mmap_threshold = -1, -3  # from glibc's malloc.h
+        return bool(libc.mallopt(m_mmap_threshold, 32 << 20)) and bool(libc.mallopt(m_trim_threshold, 512 << 20))
+    except (OSError, AttributeError):
+        return False
+
+
 def ignore_overflow():
     """A context in which float overflow to ±inf is expected and silent (NumPy's errstate;
     CuPy never warns)."""

@@ -1,5 +1,6 @@
-"""Row-parallel kernels (backend.parallel_rows): the split, the join, errors, and that the
-fused ops give the same bits on any number of threads."""
+"""CPU speed settings: row-parallel kernels (backend.parallel_rows) — the split, the join,
+errors, and that the fused ops give the same bits on any number of threads — and the
+process settings `import minirl` makes (OpenBLAS's spin, malloc's reuse of freed memory)."""
 
 import os
 import subprocess
@@ -87,6 +88,31 @@ def test_importing_minirl_first_lets_openblas_workers_sleep():
     kept = subprocess.run([sys.executable, "-c", code], env={**env, "OPENBLAS_THREAD_TIMEOUT": "28"},
                           capture_output=True, text=True)
     assert kept.stdout.strip() == "28"  # the user's own setting wins
+
+
+_RSS_AFTER_FREE = """
+import numpy as np, minirl
+def rss():  # resident pages of this process
+    return int(open("/proc/self/statm").read().split()[1])
+a = np.ones(4 << 20, dtype=np.float32)  # 16 MB, written so its pages are resident
+before = rss(); del a
+print(before - rss())  # pages handed back to the OS by the free
+"""
+
+
+@pytest.mark.skipif(not (sys.platform.startswith("linux") and os.path.exists("/proc/self/statm")),
+                    reason="reading the resident set needs Linux /proc")
+def test_freed_arrays_stay_with_the_process_for_reuse_unless_turned_off():
+    import platform
+
+    if platform.libc_ver()[0] != "glibc":
+        pytest.skip("mallopt is glibc's")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    run = lambda flag: int(subprocess.run([sys.executable, "-c", _RSS_AFTER_FREE], capture_output=True, text=True,  # noqa: E731
+                                          env={**env, "MINIRL_KEEP_FREED_MEMORY": flag}, check=True).stdout)
+    pages = (16 << 20) // os.sysconf("SC_PAGE_SIZE")
+    assert run("1") < pages // 10  # kept: the next 16 MB array reuses these pages, no page faults
+    assert run("0") > pages // 2  # glibc's default: unmapped at once
 
 
 def _fused_cases(rng):
