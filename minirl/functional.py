@@ -35,42 +35,6 @@ def row_sum(a, axis: int = -1, other=None):
     return (a if other is None else a * other).sum(axis=axis, keepdims=True)
 
 
-def _softmax_rows(x, e, total, shift) -> None:
-    """The row kernel of `softmax_parts`: fills ``shift = max``, ``e = exp(x - shift)``,
-    ``total = Σ e`` for the rows of `x` (any shape; reduces its last axis)."""
-    xp = backend.get_array_module(x)
-    x.max(axis=-1, keepdims=True, out=shift)
-    xp.copyto(shift, 0, where=~xp.isfinite(shift))  # small array: one value per row
-    xp.subtract(x, shift, out=e)
-    xp.exp(e, out=e)
-    total[...] = row_sum(e)
-    xp.copyto(total, 1, where=total == 0)
-
-
-def softmax_parts(x, axis: int = -1):
-    """``(e, total, shift)`` with ``e = exp(x - shift)`` and ``total = Σ e`` along `axis`.
-
-    Subtracting the row max (`shift`) keeps exp from overflowing. Then
-    ``softmax = e / total`` and ``log_softmax = x - shift - log(total)``. `e` is a
-    fresh array the caller may overwrite, so each op makes one full-size allocation.
-    Along the last axis the rows run in parallel (`backend.parallel_rows`).
-
-    A row that is entirely -inf (fully masked) has no distribution: we define its
-    probs as 0 and its log-probs as -inf (the log of 0), never NaN.
-    """
-    xp = backend.get_array_module(x)
-    if axis < 0:
-        axis += x.ndim
-    x = xp.moveaxis(x, axis, -1)  # a view; a no-op for the usual last axis
-    e = xp.empty(x.shape, dtype=x.dtype)
-    total, shift = (xp.empty(x.shape[:-1] + (1,), dtype=x.dtype) for _ in range(2))
-    if x.ndim >= 2 and axis == x.ndim - 1:
-        backend.parallel_rows(_softmax_rows, *(a.reshape(-1, a.shape[-1]) for a in (x, e, total, shift)))
-    else:
-        _softmax_rows(x, e, total, shift)
-    return tuple(xp.moveaxis(a, -1, axis) for a in (e, total, shift))
-
-
 def along_axis(kernel, axis: int, *arrays) -> None:
     """Run ``kernel(ax, *arrays)``, a kernel that reduces over axis `ax` and writes into
     output arrays among `arrays`. Along the last axis the rows go to parallel threads
@@ -80,6 +44,37 @@ def along_axis(kernel, axis: int, *arrays) -> None:
         backend.parallel_rows(lambda *blocks: kernel(-1, *blocks), *(a.reshape(-1, a.shape[-1]) for a in arrays))
     else:
         kernel(axis, *arrays)
+
+
+def _softmax_rows(ax, x, e, total, shift) -> None:
+    """The kernel of `softmax_parts`: fills ``shift = max``, ``e = exp(x - shift)`` and
+    ``total = Σ e`` over axis `ax` (`e` may be `x` itself, for an in-place softmax)."""
+    xp = backend.get_array_module(x)
+    x.max(axis=ax, keepdims=True, out=shift)
+    xp.copyto(shift, 0, where=~xp.isfinite(shift))  # small array: one value per row
+    xp.subtract(x, shift, out=e)
+    xp.exp(e, out=e)
+    total[...] = row_sum(e, ax)
+    xp.copyto(total, 1, where=total == 0)
+
+
+def softmax_parts(x, axis: int = -1):
+    """``(e, total, shift)`` with ``e = exp(x - shift)`` and ``total = Σ e`` along `axis`.
+
+    Subtracting the row max (`shift`) keeps exp from overflowing. Then
+    ``softmax = e / total`` and ``log_softmax = x - shift - log(total)``. `e` is a
+    fresh array the caller may overwrite, so each op makes one full-size allocation.
+    Along the last axis the rows run in parallel (`along_axis`).
+
+    A row that is entirely -inf (fully masked) has no distribution: we define its
+    probs as 0 and its log-probs as -inf (the log of 0), never NaN.
+    """
+    xp = backend.get_array_module(x)
+    e = xp.empty(x.shape, dtype=x.dtype)
+    reduced = tuple(1 if i == axis % x.ndim else n for i, n in enumerate(x.shape))
+    total, shift = xp.empty(reduced, dtype=x.dtype), xp.empty(reduced, dtype=x.dtype)
+    along_axis(_softmax_rows, axis, x, e, total, shift)
+    return e, total, shift
 
 
 def softmax_probs(x, axis: int = -1):
@@ -194,8 +189,7 @@ def cross_entropy(logits, targets, mask=None, ignore_index: int | None = None,
     def _backward(g):
         coef = (g * scale)[..., None]  # (..., 1): upstream gradient times each token's weight
         dlogits = xp.empty_like(e)
-        backend.parallel_rows(lambda e, c, d: xp.multiply(e, c, out=d),  # softmax · coef in one pass
-                              *(a.reshape(-1, a.shape[-1]) for a in (e, coef / total, dlogits)))
+        along_axis(lambda ax, e, c, d: xp.multiply(e, c, out=d), -1, e, coef / total, dlogits)  # softmax · coef
         at_target = xp.take_along_axis(dlogits, t[..., None], axis=-1) - coef
         xp.put_along_axis(dlogits, t[..., None], at_target, axis=-1)
         return (dlogits,)
@@ -403,7 +397,7 @@ def scaled_dot_product_attention(q, k, v, causal: bool = True, key_mask=None) ->
         allowed = km[:, None, None, :] if causal_ok is None else causal_ok & km[:, None, None, :]
         xp.copyto(P, -xp.inf, where=~allowed)
         total, shift = (xp.empty(P.shape[:-1] + (1,), dtype=P.dtype) for _ in range(2))
-        _softmax_rows(P, P, total, shift)  # in place: this block already runs on its own thread
+        _softmax_rows(-1, P, P, total, shift)  # in place: this block already runs on its own thread
         P /= total
         xp.matmul(P, v, out=out)
     backend.parallel_rows(forward, q.data, k.data, v.data, km, P, out)
