@@ -17,7 +17,7 @@ from minirl.tensor import Tensor, as_tensor
 
 __all__ = [
     "log_softmax", "softmax", "cross_entropy", "linear", "layer_norm", "gelu",
-    "embedding", "scaled_dot_product_attention", "log_sigmoid", "dropout",
+    "embedding", "scaled_dot_product_attention", "attention_qkv", "log_sigmoid", "dropout",
 ]
 
 
@@ -373,6 +373,40 @@ def scaled_dot_product_attention(q, k, v, causal: bool = True, key_mask=None) ->
     """
     q, k, v = as_tensor(q), as_tensor(k), as_tensor(v)
     xp = backend.get_array_module(q.data)
+    out, backward = _attention(q.data, k.data, v.data, causal, key_mask)
+
+    def _backward(g):
+        dq, dk, dv = (xp.empty(a.shape, dtype=a.dtype) for a in (q.data, k.data, v.data))
+        backward(g, dq, dk, dv)
+        return dq, dk, dv
+    return Tensor._make(out, (q, k, v), _backward)
+
+
+def attention_qkv(qkv, causal: bool = True, key_mask=None) -> Tensor:
+    """`scaled_dot_product_attention` of ``q, k, v = qkv[0], qkv[1], qkv[2]`` for a
+    stacked (3, B, nh, T, hs) tensor, as a fused qkv projection produces them.
+
+    The same computation, but the three gradients are written into one array shaped
+    (and laid out in memory) like `qkv`: split by indexing, each part would send back
+    a zero-filled array of the full size, and the three would then be summed.
+    """
+    qkv = as_tensor(qkv)
+    if qkv.ndim != 5 or qkv.shape[0] != 3:
+        raise ValueError(f"attention_qkv expects q, k, v stacked as (3, B, nh, T, hs), got {qkv.shape}.")
+    xp = backend.get_array_module(qkv.data)
+    out, backward = _attention(qkv.data[0], qkv.data[1], qkv.data[2], causal, key_mask)
+
+    def _backward(g):
+        d = xp.empty_like(qkv.data)  # same strides as qkv: the reshape back to (B, T, 3·nh·hs) is free
+        backward(g, d[0], d[1], d[2])
+        return (d,)
+    return Tensor._make(out, (qkv,), _backward)
+
+
+def _attention(q, k, v, causal: bool, key_mask):
+    """The kernel of both attention ops, on arrays: returns the output and a function
+    ``backward(g, dq, dk, dv)`` that writes the three gradients into the arrays given."""
+    xp = backend.get_array_module(q)
     if q.ndim != 4 or k.shape != v.shape or k.ndim != 4 or q.shape[:2] != k.shape[:2] or q.shape[3] != k.shape[3]:
         raise ValueError(f"attention expects q (B, nh, Tq, hs) and k, v (B, nh, Tk, hs); "
                          f"got q {q.shape}, k {k.shape}, v {v.shape}.")
@@ -400,12 +434,10 @@ def scaled_dot_product_attention(q, k, v, causal: bool = True, key_mask=None) ->
         _softmax_rows(-1, P, P, total, shift)  # in place: this block already runs on its own thread
         P /= total
         xp.matmul(P, v, out=out)
-    backend.parallel_rows(forward, q.data, k.data, v.data, km, P, out)
+    backend.parallel_rows(forward, q, k, v, km, P, out)
 
-    def _backward(g):
-        dq, dk, dv = (xp.empty(a.shape, dtype=a.dtype) for a in (q.data, k.data, v.data))
-
-        def backward(q, k, v, P, g, dq, dk, dv):
+    def backward(g, dq, dk, dv):
+        def kernel(q, k, v, P, g, dq, dk, dv):
             xp.matmul(xp.swapaxes(P, -1, -2), g, out=dv)  # (b, nh, Tk, hs)
             dS = g @ xp.swapaxes(v, -1, -2)  # dP, (b, nh, Tq, Tk), turned into dS in place
             dS -= row_sum(dS, -1, P)
@@ -413,9 +445,8 @@ def scaled_dot_product_attention(q, k, v, causal: bool = True, key_mask=None) ->
             dS *= scale
             xp.matmul(dS, k, out=dq)
             xp.matmul(xp.swapaxes(dS, -1, -2), q, out=dk)
-        backend.parallel_rows(backward, q.data, k.data, v.data, P, g, dq, dk, dv)
-        return dq, dk, dv
-    return Tensor._make(out, (q, k, v), _backward)
+        backend.parallel_rows(kernel, q, k, v, P, g, dq, dk, dv)
+    return out, backward
 
 
 def log_sigmoid(x) -> Tensor:

@@ -125,6 +125,7 @@ CASES: list[Case] = [
     Case("scaled_dot_product_attention",
          lambda q, k, v: F.scaled_dot_product_attention(q, k, v, key_mask=np.array([[0, 1, 1, 1, 1], [1, 1, 1, 1, 0]], bool)),
          ((2, 1, 3, 2), (2, 1, 5, 2), (2, 1, 5, 2))),
+    Case("attention_qkv", lambda x: F.attention_qkv(x.transpose(2, 0, 3, 1, 4)), ((2, 4, 3, 2, 3),)),
     Case("log_sigmoid", lambda x: F.log_sigmoid(x * 30.0), ((3, 4),)),
     Case("dropout", lambda x: F.dropout(x, 0.3, training=True, rng=backend.rng(0)), ((3, 4),)),
 ]

@@ -95,10 +95,11 @@ class CausalSelfAttention(nn.Module):
         B, T, C = x.shape
         nh, hs = self.n_head, self.head_size
         qkv = self.c_attn(x).reshape(B, T, 3, nh, hs).transpose(2, 0, 3, 1, 4)  # (3, B, nh, T, hs)
-        q, k, v = qkv[0], qkv[1], qkv[2]
-        if cache is not None:
-            k, v = cache.update(self.layer, k, v)  # (B, nh, t0+T, hs)
-        y = F.scaled_dot_product_attention(q, k, v, causal=True, key_mask=key_mask)  # (B, nh, T, hs)
+        if cache is None:  # q, k, v stay stacked: their gradients come back as one array
+            y = F.attention_qkv(qkv, causal=True, key_mask=key_mask)  # (B, nh, T, hs)
+        else:
+            k, v = cache.update(self.layer, qkv[1], qkv[2])  # (B, nh, t0+T, hs)
+            y = F.scaled_dot_product_attention(qkv[0], k, v, causal=True, key_mask=key_mask)
         y = y.transpose(0, 2, 1, 3).reshape(B, T, nh * hs)
         return self.resid_drop(self.c_proj(y))  # (B, T, C)
 

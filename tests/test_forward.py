@@ -126,6 +126,16 @@ def test_attention_matches_naive_loop(backend_name, causal, Tq):
     assert not np.any(np.isnan(got.numpy()))
 
 
+def test_stacked_qkv_attention_is_attention_of_its_three_parts(backend_name):
+    rng = np.random.default_rng(4)
+    qkv = rng.standard_normal((3, 2, 3, 5, 4))
+    key_mask = np.array([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]], dtype=bool)
+    got = F.attention_qkv(Tensor(qkv), key_mask=key_mask)
+    np.testing.assert_allclose(got.numpy(), naive_attention(*qkv, True, key_mask), atol=1e-12)
+    with pytest.raises(ValueError, match=r"stacked as \(3, B, nh, T, hs\), got \(2, 2, 3, 5, 4\)"):
+        F.attention_qkv(Tensor(qkv[:2]))
+
+
 def test_embedding_lookup_and_range_error(backend_name):
     w = np.arange(12.0).reshape(4, 3)
     np.testing.assert_array_equal(F.embedding(Tensor(w), np.array([[3, 0]])).numpy(), w[[[3, 0]]])

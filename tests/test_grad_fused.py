@@ -82,6 +82,13 @@ def test_attention(backend_name, case, seed):
                  normal(q_shape, seed), normal(kv_shape, seed + 1), normal(kv_shape, seed + 2))
 
 
+@given(attention_case(), seeds)
+def test_attention_on_stacked_qkv(backend_name, case, seed):
+    (B, nh, _, hs), (_, _, T, _), causal, key_mask = case
+    stacked = lambda x: F.attention_qkv(x.transpose(2, 0, 3, 1, 4), causal=causal, key_mask=key_mask)  # noqa: E731
+    assert_grads(stacked, normal((B, T, 3, nh, hs), seed))  # laid out as the model's fused projection makes it
+
+
 @given(shapes, seeds, st.floats(0.0, 0.9))
 def test_dropout(backend_name, shape, seed, p):
     assert_grads(lambda x: F.dropout(x, p, training=True, rng=backend.rng(seed)), normal(shape, seed))

@@ -128,10 +128,12 @@ def _fused_cases(rng):
         "softmax": (F.softmax, [x]),
         "cross_entropy": (lambda z: F.cross_entropy(z, targets), [x]),
         "attention": (lambda q, k, v: F.scaled_dot_product_attention(q, k, v, key_mask=key_mask), [q, k, v]),
+        "attention_qkv": (lambda qkv: F.attention_qkv(qkv, key_mask=key_mask), [np.stack([q, k, v])]),
     }
 
 
-@pytest.mark.parametrize("name", ["gelu", "layer_norm", "log_softmax", "softmax", "cross_entropy", "attention"])
+@pytest.mark.parametrize("name", ["gelu", "layer_norm", "log_softmax", "softmax", "cross_entropy", "attention",
+                                  "attention_qkv"])
 def test_fused_ops_give_the_same_bits_on_one_and_three_threads(threads, name):
     results = []
     for n in (1, 3):
