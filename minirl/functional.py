@@ -35,6 +35,12 @@ def row_sum(a, axis: int = -1, other=None):
     return (a if other is None else a * other).sum(axis=axis, keepdims=True)
 
 
+def column_sum(a):
+    """``Σ_rows a`` of an (N, C) array, as a matrix-vector product ``1ᵀa``: the BLAS runs
+    it on every core, 2-3× faster than ``a.sum(axis=0)``. The bias gradients use it."""
+    return backend.get_array_module(a).ones(a.shape[0], dtype=a.dtype) @ a
+
+
 def along_axis(kernel, axis: int, *arrays) -> None:
     """Run ``kernel(ax, *arrays)``, a kernel that reduces over axis `ax` and writes into
     output arrays among `arrays`. Along the last axis the rows go to parallel threads
@@ -220,7 +226,7 @@ def linear(x, weight, bias=None) -> Tensor:
         grads = [(g2 @ weight.data.T).reshape(x.shape) if x.requires_grad else None,
                  x2.T @ g2 if weight.requires_grad else None]
         if bias is not None:
-            grads.append(g2.sum(axis=0))
+            grads.append(column_sum(g2))
         return tuple(grads)
     parents = (x, weight) if bias is None else (x, weight, bias)
     return Tensor._make(out.reshape(x.shape[:-1] + (n_out,)), parents, _backward)
@@ -278,7 +284,7 @@ def layer_norm(x, weight=None, bias=None, eps: float = 1e-5) -> Tensor:
         if weight is not None:
             grads.append(xp.einsum("ij,ij->j", g2, xhat))  # Σ_rows g·x̂
         if bias is not None:
-            grads.append(xp.einsum("ij->j", g2))
+            grads.append(column_sum(g2))
         return tuple(grads)
     return Tensor._make(out.reshape(x.shape), parents, _backward)
 
