@@ -132,7 +132,7 @@ def using(backend_name: str) -> Iterator[None]:
 def get_array_module(*arrays):
     """numpy or cupy, whichever owns the arrays (numpy for Python scalars and lists)."""
     for a in arrays:
-        if type(a).__module__.startswith("cupy"):
+        if type(a) is not np.ndarray and type(a).__module__.startswith("cupy"):
             return _module("cupy")
     return np
 

@@ -7,8 +7,6 @@ inverse permutation, a scatter-add into the positions read, or a split.
 
 from __future__ import annotations
 
-import builtins
-
 import numpy as np
 
 from minirl import backend
@@ -32,15 +30,17 @@ def reshape(a, shape) -> Tensor:
 def transpose(a, axes=None) -> Tensor:
     """Permute axes (reverse them when `axes` is None). The gradient applies the inverse permutation."""
     a = as_tensor(a)
-    if axes is not None and any(not -a.ndim <= ax < a.ndim for ax in axes):
-        raise ValueError(f"transpose axes {tuple(axes)} are out of range for a tensor with {a.ndim} dimensions.")
-    axes = tuple(range(a.ndim))[::-1] if axes is None else tuple(ax % builtins.max(a.ndim, 1) for ax in axes)
-    if sorted(axes) != list(range(a.ndim)):
-        raise ValueError(f"transpose axes {axes} are not a permutation of the {a.ndim} axes of shape {a.shape}.")
+    axes = tuple(range(a.ndim))[::-1] if axes is None else tuple(axes)
+    try:
+        out = a.data.transpose(axes)
+    except (ValueError, TypeError) as e:  # checked only on failure: transpose runs many times a step
+        if any(not -a.ndim <= ax < a.ndim for ax in axes):
+            raise ValueError(f"transpose axes {axes} are out of range for a tensor with {a.ndim} dimensions.") from e
+        raise ValueError(f"transpose axes {axes} are not a permutation of the {a.ndim} axes of shape {a.shape}.") from e
 
     def _backward(g):
-        return (g.transpose(tuple(np.argsort(axes))),)  # the inverse permutation, only when needed
-    return Tensor._make(a.data.transpose(axes), (a,), _backward)
+        return (g.transpose(tuple(np.argsort([ax % a.ndim for ax in axes]))),)  # the inverse permutation
+    return Tensor._make(out, (a,), _backward)
 
 
 def _index_data(index):

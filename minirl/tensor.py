@@ -104,7 +104,9 @@ class Tensor:
     def _make(data, parents: Sequence[Tensor], backward: Callable) -> Tensor:
         """Wrap an op's output; record parents and closure only if a gradient can flow."""
         out = Tensor.__new__(Tensor)
-        out.data, out.grad = backend.get_array_module(data).asarray(data), None  # a full reduction yields a NumPy scalar
+        if type(data) is not np.ndarray:  # a full reduction yields a NumPy scalar
+            data = backend.get_array_module(data).asarray(data)
+        out.data, out.grad = data, None
         out.requires_grad = _grad_enabled and any(p.requires_grad for p in parents)
         out._parents = tuple(parents) if out.requires_grad else ()
         out._backward = backward if out.requires_grad else None
