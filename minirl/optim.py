@@ -131,10 +131,17 @@ class AdamW(Optimizer):
             m *= beta1
             m += (1.0 - beta1) * g
             v *= beta2
-            v += (1.0 - beta2) * (g * g)
+            step = xp.multiply(g, g)  # one scratch array, reused in place for the whole update
+            step *= 1.0 - beta2
+            v += step
+            xp.sqrt(v, out=step)
+            step *= 1.0 / math.sqrt(bias2)  # √v̂ = √v / √(1-β2^t)
+            step += self.eps
+            xp.divide(m, step, out=step)
+            step *= self.lr / bias1  # lr · m̂ / (√v̂ + eps)
             if self.weight_decay and p.ndim >= 2:
                 p.data *= 1.0 - self.lr * self.weight_decay
-            p.data -= (self.lr / bias1) * m / (xp.sqrt(v / bias2) + self.eps)
+            p.data -= step
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
@@ -161,12 +168,19 @@ def clip_grad_norm(params, max_norm: float) -> float:
     grads = [p.grad for p in params if p.grad is not None]
     if not grads:
         return 0.0
-    total = math.sqrt(sum(float((g.astype("float64") ** 2).sum()) for g in grads))
+    total = math.sqrt(sum(_sum_of_squares(g) for g in grads))
     if total > max_norm:
         scale = max_norm / (total + 1e-6)
         for g in grads:
             g *= scale
     return total
+
+
+def _sum_of_squares(g) -> float:
+    """``Σ g²`` as one BLAS dot product in g's dtype; redone in float64 if that overflowed
+    (float32 squares overflow for |g| beyond ~1.8e19)."""
+    sq = float(backend.get_array_module(g).vdot(g, g))
+    return sq if math.isfinite(sq) else float((g.astype("float64") ** 2).sum())
 
 
 def _check_schedule(step: int, total_steps: int, warmup_steps: int) -> None:

@@ -90,6 +90,16 @@ def test_clip_grad_norm_returns_norm_before_clipping():
         optim.clip_grad_norm(params, 0.0)
 
 
+def test_clip_grad_norm_of_float32_gradients_too_large_to_square():
+    params = make_params()
+    params[0].grad = backend.to_backend(np.full((3, 2), 3e19, np.float32))  # 9e38 per square: past float32's max
+    params[1].grad = backend.to_backend(np.full(2, 4e19, np.float32))
+    norm = optim.clip_grad_norm(params, max_norm=1.0)
+    assert norm == pytest.approx(math.sqrt(6 * 9 + 2 * 16) * 1e19, rel=1e-6)
+    after = math.sqrt(sum(float((backend.to_numpy(p.grad).astype(np.float64) ** 2).sum()) for p in params))
+    assert after == pytest.approx(1.0, rel=1e-5)
+
+
 def test_schedules():
     kw = dict(max_lr=1.0, total_steps=110, warmup_steps=10, min_lr=0.1)
     assert optim.warmup_cosine(0, **kw) == pytest.approx(0.1)
