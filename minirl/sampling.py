@@ -40,7 +40,7 @@ _BLOCK = 64
 
 
 def inverse_cdf(w, r):
-    """Draw ``ids[b] = min{i : Σ_{j≤i} w[b, j] > r[b] · Σ_j w[b, j]}`` from (B, V) weights
+    """Draw ``ids[b] = min{i : Σ_{k≤i} w[b, k] > r[b] · Σ_k w[b, k]}`` from (B, V) weights
     ``w ≥ 0`` and uniforms r (B, 1) in [0, 1): inverse-CDF sampling, in two levels.
 
     A full running sum costs a serial pass over all V weights (NumPy's cumsum, about
@@ -52,8 +52,10 @@ def inverse_cdf(w, r):
     so its weight is positive (and u < Σw, so the chosen block has mass). Round-off
     can still put u past the end of that block's own cumsum (the block mass and the
     in-block cumsum add in different orders); then the draw falls back to the block's
-    last token of positive weight. A row with no mass at all (every logit -inf) gets
-    the last id, V - 1.
+    last token of positive weight. (This needs the in-block cumsum never to decrease,
+    true of NumPy's sequential one; a parallel scan, as on a GPU, need not be, so the
+    draw is also checked to have positive weight.) A row with no mass at all (every
+    logit -inf) gets the last id, V - 1.
     """
     xp = backend.get_array_module(w)
     B, V = w.shape
@@ -67,11 +69,13 @@ def inverse_cdf(w, r):
     u = r[:, 0] * total  # (B,) the threshold; r < 1 keeps it below the total (the product never rounds up)
     j = xp.minimum((ends <= u).sum(axis=0), nb - 1)  # (B,) the block u falls in; it has positive mass
     cols = xp.arange(B)
-    start = ends[j - 1, cols] * (j > 0)  # mass before block j
+    start = xp.where(j > 0, ends[j - 1, cols], 0)  # mass before block j
     inside = blocks[cols, j].T  # (64, B)
     i = ((start + xp.cumsum(inside, axis=0)) <= u).sum(axis=0)
     last = _BLOCK - 1 - xp.argmax(inside[::-1] > 0, axis=0)  # the round-off fallback
-    return xp.minimum(j * _BLOCK + xp.minimum(i, last), V - 1)  # V - 1: a row with no mass at all
+    i = xp.minimum(i, last)
+    i = xp.where(inside[i, cols] > 0, i, last)  # holds by construction; guards a scan that is not monotone
+    return xp.minimum(j * _BLOCK + i, V - 1)  # V - 1: a row with no mass at all
 
 
 def sample_next(logits, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,

@@ -207,6 +207,20 @@ def test_inverse_cdf_falls_back_when_round_off_puts_u_past_its_block():
     assert inverse_cdf(w, np.array([[r]])).tolist() == [59]
 
 
+def test_inverse_cdf_never_draws_a_zero_weight_even_from_a_scan_that_dips(monkeypatch):
+    real = np.cumsum
+
+    def dipping(a, axis=None):  # a parallel scan's round-off could put a sum below the one before
+        c = real(a, axis=axis)
+        if c.shape[0] == 64:  # the in-block running sum, (64, B)
+            c[1] = c[0] / 2
+        return c
+    monkeypatch.setattr(np, "cumsum", dipping)
+    w = np.zeros((1, 64))
+    w[0, [0, 2]] = 1
+    assert inverse_cdf(w, np.array([[0.4]])).tolist() == [2]  # u = 0.8 first crosses at the dip, id 1
+
+
 def test_logprobs_of_a_single_token_and_empty_inputs():
     model = tiny_gpt()
     assert model.logprobs(np.array([[3], [4]])).numpy().tolist() == [[0.0], [0.0]]

@@ -128,7 +128,8 @@ def _fused_cases(rng):
         "softmax": (F.softmax, [x]),
         "cross_entropy": (lambda z: F.cross_entropy(z, targets), [x]),
         "attention": (lambda q, k, v: F.scaled_dot_product_attention(q, k, v, key_mask=key_mask), [q, k, v]),
-        "attention_qkv": (lambda qkv: F.attention_qkv(qkv, key_mask=key_mask), [np.stack([q, k, v])]),
+        "attention_qkv": (lambda x: F.attention_qkv(x.transpose(2, 0, 3, 1, 4), key_mask=key_mask),
+                          [np.stack([q, k, v]).transpose(1, 3, 0, 2, 4).copy()]),  # (B, T, 3, nh, hs), as the model's
     }
 
 
