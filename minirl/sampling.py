@@ -49,15 +49,17 @@ def inverse_cdf(w, r):
     the threshold u = r·Σw falls in, and run the cumsum only inside that block.
 
     A token of zero weight is never drawn: the chosen i has ``cdf(i) > u ≥ cdf(i-1)``,
-    so its weight is positive (and u < Σw, so the chosen block has mass). Round-off
-    can still put u past the end of that block's own cumsum (the block mass and the
-    in-block cumsum add in different orders); then the draw falls back to the block's
-    last token of positive weight. (This needs the in-block cumsum never to decrease,
-    true of NumPy's sequential one; a parallel scan, as on a GPU, need not be, so the
-    draw is also checked to have positive weight.) A row with no mass at all (every
-    logit -inf) gets the last id, V - 1.
+    so its weight is positive (and u < Σw, so the chosen block has mass). Two things
+    can break that, so the draw is checked and falls back to the block's last token of
+    positive weight: round-off can put u past the end of the block's own cumsum (the
+    block mass and the in-block cumsum add in different orders), and a parallel scan,
+    as on a GPU, need not be monotone (NumPy's sequential cumsum is). A row with no
+    mass at all (every logit -inf) gets the last id, V - 1.
     """
     xp = backend.get_array_module(w)
+    if w.ndim != 2 or w.shape[1] == 0 or tuple(r.shape) != (w.shape[0], 1):
+        raise ValueError(f"inverse_cdf expects weights (B, V) with V >= 1 and uniforms (B, 1); "
+                         f"got {tuple(w.shape)} and {tuple(r.shape)}.")
     B, V = w.shape
     nb = -(-V // _BLOCK)
     if nb * _BLOCK != V:
@@ -72,9 +74,9 @@ def inverse_cdf(w, r):
     start = xp.where(j > 0, ends[j - 1, cols], 0)  # mass before block j
     inside = blocks[cols, j].T  # (64, B)
     i = ((start + xp.cumsum(inside, axis=0)) <= u).sum(axis=0)
-    last = _BLOCK - 1 - xp.argmax(inside[::-1] > 0, axis=0)  # the round-off fallback
-    i = xp.minimum(i, last)
-    i = xp.where(inside[i, cols] > 0, i, last)  # holds by construction; guards a scan that is not monotone
+    i = xp.minimum(i, _BLOCK - 1)  # 64 when round-off put u past the block's own cumsum
+    last = _BLOCK - 1 - xp.argmax(inside[::-1] > 0, axis=0)  # the block's last token of positive weight
+    i = xp.where(inside[i, cols] > 0, i, last)  # the one fallback, for round-off or a scan that dips
     return xp.minimum(j * _BLOCK + i, V - 1)  # V - 1: a row with no mass at all
 
 

@@ -186,6 +186,8 @@ def test_inverse_cdf_at_block_and_interval_edges():
     r = np.array([[0.0], [1 / 3], [0.5], [0.999]], np.float32)
     assert inverse_cdf(w, r).tolist() == [0, 64, 64, 129]  # u = 1 sits on cdf(0): the next mass is 64
     assert inverse_cdf(np.zeros((1, 130), np.float32), r[:1]).tolist() == [129]  # no mass: the last id
+    with pytest.raises(ValueError, match=r"weights \(B, V\) with V >= 1 and uniforms \(B, 1\); got \(4, 130\) and \(4,\)"):
+        inverse_cdf(w, r[:, 0])
 
 
 def test_inverse_cdf_falls_back_when_round_off_puts_u_past_its_block():
