@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 
 from minirl import backend
-from minirl.tensor import Tensor, as_tensor
+from minirl.tensor import Tensor, as_tensor, is_grad_enabled
 
 __all__ = [
     "log_softmax", "softmax", "cross_entropy", "linear", "layer_norm", "gelu",
@@ -54,14 +54,23 @@ def along_axis(kernel, axis: int, *arrays) -> None:
 
 def _softmax_rows(ax, x, e, total, shift) -> None:
     """The kernel of `softmax_parts`: fills ``shift = max``, ``e = exp(x - shift)`` and
-    ``total = Σ e`` over axis `ax` (`e` may be `x` itself, for an in-place softmax)."""
+    ``total = Σ e`` over axis `ax` (`e` may be `x` itself, for an in-place softmax).
+
+    A fully masked row (all -inf) must give e = 0, not NaN: its shift is raised from
+    -inf to the lowest finite float, so ``x - shift = -inf`` and ``e = 0``. Any row
+    with a finite entry has ``total ≥ 1`` (its max contributes e⁰ = 1), so raising
+    total to 1 changes only the all-masked rows, whose total 0 would divide 0 by 0.
+    """
     xp = backend.get_array_module(x)
     x.max(axis=ax, keepdims=True, out=shift)
-    xp.copyto(shift, 0, where=~xp.isfinite(shift))  # small array: one value per row
+    xp.maximum(shift, xp.finfo(shift.dtype).min, out=shift)  # -inf -> lowest finite; NaN stays NaN
     xp.subtract(x, shift, out=e)
     xp.exp(e, out=e)
-    total[...] = row_sum(e, ax)
-    xp.copyto(total, 1, where=total == 0)
+    if ax in (-1, e.ndim - 1):
+        xp.einsum("...k->...", e, out=total[..., 0])  # `row_sum`, written in place
+    else:
+        total[...] = row_sum(e, ax)
+    xp.maximum(total, 1, out=total)
 
 
 def softmax_parts(x, axis: int = -1):
@@ -239,32 +248,39 @@ def layer_norm(x, weight=None, bias=None, eps: float = 1e-5) -> Tensor:
     keeps nine arrays for backward. With ``x̂ = (x - μ)·rstd`` and ``d = g·w``:
     ``dx = rstd · (d - mean(d) - x̂ · mean(d · x̂))``, ``dw = Σ g·x̂``, ``db = Σ g``.
     Rows run in parallel (`backend.parallel_rows`), with `row_sum` for the means.
+    The forward is ten array calls: in a sampling step the rows are few, and the
+    call count, not the arithmetic, is the cost.
     """
     x = as_tensor(x)
     xp = backend.get_array_module(x.data)
     C = x.shape[-1]
     x2 = x.data.reshape(-1, C)  # (N, C) rows
-    xhat, out = xp.empty_like(x2), xp.empty_like(x2)
+    parents = (x,) if weight is None else (x, as_tensor(weight))
+    parents = parents if bias is None else parents + (as_tensor(bias),)
+    w = parents[1].data if weight is not None else None
+    b = parents[-1].data if bias is not None else None
+    out = xp.empty_like(x2)
+    keep = is_grad_enabled() and any(p.requires_grad for p in parents)
+    xhat = xp.empty_like(x2) if keep else out  # x̂ is kept only for backward
     rstd = xp.empty((x2.shape[0], 1), dtype=x.dtype)
-    w = weight.data if weight is not None else None
-    b = as_tensor(bias).data if bias is not None else None
 
     def forward(x, xhat, rstd, out):
-        xp.subtract(x, row_sum(x) * (1.0 / C), out=xhat)  # centred, then scaled in place
-        rstd[...] = row_sum(xhat, -1, xhat)  # C·σ²
-        rstd *= 1.0 / C
-        rstd += eps
-        xp.sqrt(rstd, out=rstd)
-        xp.reciprocal(rstd, out=rstd)
+        r = rstd[:, 0]  # (n,) view of the (n, 1) column
+        xp.einsum("ij->i", x, out=r)
+        r *= -1.0 / C  # -μ
+        xp.add(x, rstd, out=xhat)  # x - μ, scaled to x̂ below
+        xp.einsum("ij,ij->i", xhat, xhat, out=r)  # C·σ²
+        r += C * eps
+        xp.sqrt(r, out=r)
+        xp.divide(math.sqrt(C), r, out=r)  # rstd = √C / √(C·σ² + C·eps) = 1 / √(σ² + eps)
         xhat *= rstd
         if w is not None:
             xp.multiply(xhat, w, out=out)
-        else:
+        elif out is not xhat:
             out[...] = xhat
         if b is not None:
             out += b
     backend.parallel_rows(forward, x2, xhat, rstd, out)
-    parents = (x,) + tuple(as_tensor(p) for p in (weight, bias) if p is not None)
 
     def _backward(g):
         g2 = g.reshape(x2.shape)
@@ -297,9 +313,10 @@ def gelu(x) -> Tensor:
     """GELU, tanh form (Hendrycks & Gimpel 2016; as in GPT-2):
     ``y = ½x(1 + tanh(u))``, ``u = √(2/π)(x + 0.044715x³)``.
 
-    Computed as ``y = x·σ(2u)`` (the same function, since ½(1 + tanh u) = σ(2u)),
-    because NumPy's exp is vectorised and its tanh is not. Fused to keep one array,
-    ``s = σ(2u)``. Derivative: ``dy/dx = s + 2x·s(1 - s)·√(2/π)(1 + 3·0.044715x²)``.
+    Computed as ``y = x·σ(2u) = x / (1 + e^{-2u})`` (the same function, since
+    ½(1 + tanh u) = σ(2u)), because NumPy's exp is vectorised and its tanh is not.
+    Fused to keep one array, ``s = 1 + e^{-2u}``. Derivative, with ``σ = 1/s``:
+    ``dy/dx = σ + 2x·σ(1 - σ)·√(2/π)(1 + 3·0.044715x²)``.
     Both directions run row-parallel (`backend.parallel_rows`).
     """
     x = as_tensor(x)
@@ -308,31 +325,31 @@ def gelu(x) -> Tensor:
     s, out = xp.empty_like(x2), xp.empty_like(x2)
 
     def forward(x, s, out):
-        xp.multiply(x, x, out=s)  # s: x² -> -2u -> exp(-2u) -> σ(2u), in place
+        xp.multiply(x, x, out=s)  # s: x² -> -2u -> 1 + exp(-2u), in place
         s *= -2.0 * _GELU_C * _GELU_A
         s += -2.0 * _GELU_C
         s *= x
-        with backend.ignore_overflow():  # exp(-2u) = inf for x < -9.3 in float32: σ = 1/inf = 0, as it should
+        with backend.ignore_overflow():  # exp(-2u) = inf for x < -9.3 in float32: y = x/inf = -0, as it should
             xp.exp(s, out=s)
         s += 1.0
-        xp.reciprocal(s, out=s)
-        xp.multiply(x, s, out=out)
+        xp.divide(x, s, out=out)
     backend.parallel_rows(forward, x2, s, out)
 
     def _backward(g):
         g2 = g.reshape(x2.shape)
-        d = xp.empty_like(x2)
+        d, sig = xp.empty_like(x2), xp.empty_like(x2)
 
-        def backward(x, s, g, d):
-            xp.multiply(x, x, out=d)  # d: 2x·√(2/π)(1 + 3a·x²) -> ·s(1-s) -> + s -> ·g
+        def backward(x, s, g, d, sig):
+            xp.reciprocal(s, out=sig)  # σ(2u)
+            xp.multiply(x, x, out=d)  # d: 2x·√(2/π)(1 + 3a·x²) -> ·σ(1-σ) -> + σ -> ·g
             d *= 2.0 * _GELU_C * 3 * _GELU_A
             d += 2.0 * _GELU_C
             d *= x
-            d *= s
-            d -= d * s
-            d += s
+            d *= sig
+            d -= d * sig
+            d += sig
             d *= g
-        backend.parallel_rows(backward, x2, s, g2, d)
+        backend.parallel_rows(backward, x2, s, g2, d, sig)
         return (d.reshape(x.shape),)
     return Tensor._make(out.reshape(x.shape), (x,), _backward)
 
@@ -423,7 +440,7 @@ def _attention(q, k, v, causal: bool, key_mask):
     if causal and Tq > 1:  # a single query at the end sees every key
         causal_ok = xp.arange(Tk)[None, :] <= xp.arange(Tq)[:, None] + (Tk - Tq)  # (Tq, Tk)
     if key_mask is not None:
-        km = (key_mask.data if isinstance(key_mask, Tensor) else xp.asarray(key_mask)).astype(bool)
+        km = (key_mask.data if isinstance(key_mask, Tensor) else xp.asarray(key_mask)).astype(bool, copy=False)
         if km.shape != (B, Tk):
             raise ValueError(f"attention key_mask must have shape (B, Tk) = {(B, Tk)}, got {km.shape}.")
     else:
@@ -434,9 +451,9 @@ def _attention(q, k, v, causal: bool, key_mask):
     def forward(q, k, v, km, P, out):  # a block of the batch
         xp.matmul(q, xp.swapaxes(k, -1, -2), out=P)  # scores (b, nh, Tq, Tk), made probabilities in place
         P *= scale
-        allowed = km[:, None, None, :] if causal_ok is None else causal_ok & km[:, None, None, :]
-        xp.copyto(P, -xp.inf, where=~allowed)
-        total, shift = (xp.empty(P.shape[:-1] + (1,), dtype=P.dtype) for _ in range(2))
+        blocked = ~km[:, None, None, :] if causal_ok is None else ~(causal_ok & km[:, None, None, :])
+        xp.copyto(P, -xp.inf, where=blocked)
+        total, shift = xp.empty(P.shape[:-1] + (1,), dtype=P.dtype), xp.empty(P.shape[:-1] + (1,), dtype=P.dtype)
         _softmax_rows(-1, P, P, total, shift)  # in place: this block already runs on its own thread
         P /= total
         xp.matmul(P, v, out=out)

@@ -63,22 +63,21 @@ class KVCache:
     """Keys and values of every layer for the tokens seen so far, so each new token
     costs one position of compute instead of the whole prefix.
 
-    Preallocated as (n_layer, B, nh, block_size, hs); `length` positions are filled.
+    Preallocated as (n_layer, 2, B, nh, block_size, hs), keys at index 0 and values
+    at 1 of the second axis; `length` positions are filled.
     """
 
     def __init__(self, config: GPTConfig, batch_size: int, dtype=None):
-        xp = backend.xp()
-        shape = (config.n_layer, batch_size, config.n_head, config.block_size, config.head_size)
-        self.k = xp.zeros(shape, dtype=dtype or backend.default_dtype())
-        self.v = xp.zeros(shape, dtype=dtype or backend.default_dtype())
+        shape = (config.n_layer, 2, batch_size, config.n_head, config.block_size, config.head_size)
+        self.kv = backend.xp().zeros(shape, dtype=dtype or backend.default_dtype())
         self.length = 0
 
-    def update(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-        """Store this step's (B, nh, T, hs) keys and values; return all (B, nh, length+T, hs) so far."""
-        end = self.length + k.shape[2]
-        self.k[layer, :, :, self.length:end] = k.data
-        self.v[layer, :, :, self.length:end] = v.data
-        return Tensor(self.k[layer, :, :, :end]), Tensor(self.v[layer, :, :, :end])
+    def update(self, layer: int, kv: Tensor) -> tuple[Tensor, Tensor]:
+        """Store this step's keys and values, stacked as (2, B, nh, T, hs), in one copy;
+        return the keys and the values so far, each (B, nh, length+T, hs)."""
+        end = self.length + kv.shape[3]
+        self.kv[layer, :, :, :, self.length:end] = kv.data
+        return Tensor(self.kv[layer, 0, :, :, :end]), Tensor(self.kv[layer, 1, :, :, :end])
 
 
 class CausalSelfAttention(nn.Module):
@@ -98,7 +97,7 @@ class CausalSelfAttention(nn.Module):
         if cache is None:  # q, k, v stay stacked: their gradients come back as one array
             y = F.attention_qkv(qkv, causal=True, key_mask=key_mask)  # (B, nh, T, hs)
         else:
-            k, v = cache.update(self.layer, qkv[1], qkv[2])  # (B, nh, t0+T, hs)
+            k, v = cache.update(self.layer, qkv[1:])  # (B, nh, t0+T, hs)
             y = F.scaled_dot_product_attention(qkv[0], k, v, causal=True, key_mask=key_mask)
         y = y.transpose(0, 2, 1, 3).reshape(B, T, nh * hs)
         return self.resid_drop(self.c_proj(y))  # (B, T, C)

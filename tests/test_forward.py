@@ -7,7 +7,7 @@ import pytest
 
 from minirl import functional as F
 from minirl.backend import to_numpy as backend_to_numpy
-from minirl.tensor import Tensor
+from minirl.tensor import Tensor, no_grad
 
 
 def ref_log_softmax(x, axis=-1):
@@ -113,6 +113,24 @@ def naive_attention(q, k, v, causal, key_mask):
                 out[b, h, i] = sum(pj * v[b, h, j] for pj, j in zip(p, visible))
     return out
 
+
+
+@pytest.mark.parametrize("affine", [True, False])
+def test_layer_norm_without_gradients_matches_the_kept_graph(backend_name, affine):
+    # With nothing to differentiate, layer_norm writes x̂ straight into its output buffer
+    # instead of keeping it; both paths must give the same bits.
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((6, 16)).astype(np.float32)
+    w, b = (rng.standard_normal(16).astype(np.float32) for _ in range(2))
+    params = (w, b) if affine else (None, None)
+    kept = F.layer_norm(Tensor(x, requires_grad=True), *(None if p is None else Tensor(p) for p in params))
+    with no_grad():
+        lean = F.layer_norm(Tensor(x, requires_grad=True), *(None if p is None else Tensor(p) for p in params))
+    assert kept.requires_grad and not lean.requires_grad
+    np.testing.assert_array_equal(lean.numpy(), kept.numpy())
+    ref = (x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True) + 1e-5)
+    ref = ref * w + b if affine else ref
+    np.testing.assert_allclose(lean.numpy(), ref, rtol=1e-5, atol=1e-5)
 
 @pytest.mark.parametrize("causal", [True, False])
 @pytest.mark.parametrize("Tq", [1, 3, 5])
