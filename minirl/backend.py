@@ -247,6 +247,18 @@ def scatter_add(target, indices, values) -> None:
         cupyx.scatter_add(target, indices, values)
 
 
+def einsum_into(subscripts: str, *operands, out) -> None:
+    """``out[...] = einsum(subscripts, *operands)`` without a temporary where the library allows.
+
+    NumPy's einsum writes into `out` directly; CuPy's takes no `out`, so there the
+    result is computed and then assigned.
+    """
+    if get_array_module(out) is np:
+        np.einsum(subscripts, *operands, out=out)
+    else:
+        out[...] = get_array_module(out).einsum(subscripts, *operands)
+
+
 def keep_freed_memory() -> bool:
     """Ask glibc's malloc to keep freed blocks up to 32 MB for reuse instead of handing
     them back to the OS; True if it could (Linux with glibc), False elsewhere.

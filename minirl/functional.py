@@ -58,8 +58,9 @@ def _softmax_rows(ax, x, e, total, shift) -> None:
 
     A fully masked row (all -inf) must give e = 0, not NaN: its shift is raised from
     -inf to the lowest finite float, so ``x - shift = -inf`` and ``e = 0``. Any row
-    with a finite entry has ``total ≥ 1`` (its max contributes e⁰ = 1), so raising
+    whose max is finite has ``total ≥ 1`` (the max contributes e⁰ = 1), so raising
     total to 1 changes only the all-masked rows, whose total 0 would divide 0 by 0.
+    (A row holding +inf or NaN comes out NaN, as it should.)
     """
     xp = backend.get_array_module(x)
     x.max(axis=ax, keepdims=True, out=shift)
@@ -67,7 +68,7 @@ def _softmax_rows(ax, x, e, total, shift) -> None:
     xp.subtract(x, shift, out=e)
     xp.exp(e, out=e)
     if ax in (-1, e.ndim - 1):
-        xp.einsum("...k->...", e, out=total[..., 0])  # `row_sum`, written in place
+        backend.einsum_into("...k->...", e, out=total[..., 0])  # `row_sum`, written in place
     else:
         total[...] = row_sum(e, ax)
     xp.maximum(total, 1, out=total)
@@ -247,8 +248,8 @@ def layer_norm(x, weight=None, bias=None, eps: float = 1e-5) -> Tensor:
     Fused because the chain (mean, sub, square, mean, add, sqrt, div, mul, add)
     keeps nine arrays for backward. With ``x̂ = (x - μ)·rstd`` and ``d = g·w``:
     ``dx = rstd · (d - mean(d) - x̂ · mean(d · x̂))``, ``dw = Σ g·x̂``, ``db = Σ g``.
-    Rows run in parallel (`backend.parallel_rows`), with `row_sum` for the means.
-    The forward is ten array calls: in a sampling step the rows are few, and the
+    Rows run in parallel (`backend.parallel_rows`), with einsum row sums for the
+    means (`backend.einsum_into`, `row_sum`). The forward is ten array calls: in a sampling step the rows are few, and the
     call count, not the arithmetic, is the cost.
     """
     x = as_tensor(x)
@@ -266,17 +267,17 @@ def layer_norm(x, weight=None, bias=None, eps: float = 1e-5) -> Tensor:
 
     def forward(x, xhat, rstd, out):
         r = rstd[:, 0]  # (n,) view of the (n, 1) column
-        xp.einsum("ij->i", x, out=r)
+        backend.einsum_into("ij->i", x, out=r)
         r *= -1.0 / C  # -μ
         xp.add(x, rstd, out=xhat)  # x - μ, scaled to x̂ below
-        xp.einsum("ij,ij->i", xhat, xhat, out=r)  # C·σ²
+        backend.einsum_into("ij,ij->i", xhat, xhat, out=r)  # C·σ²
         r += C * eps
         xp.sqrt(r, out=r)
         xp.divide(math.sqrt(C), r, out=r)  # rstd = √C / √(C·σ² + C·eps) = 1 / √(σ² + eps)
         xhat *= rstd
         if w is not None:
             xp.multiply(xhat, w, out=out)
-        elif out is not xhat:
+        elif keep:  # else x̂ already is the output
             out[...] = xhat
         if b is not None:
             out += b
@@ -329,7 +330,7 @@ def gelu(x) -> Tensor:
         s *= -2.0 * _GELU_C * _GELU_A
         s += -2.0 * _GELU_C
         s *= x
-        with backend.ignore_overflow():  # exp(-2u) = inf for x < -9.3 in float32: y = x/inf = -0, as it should
+        with backend.ignore_overflow():  # exp(-2u) = inf for x < -10.1 in float32: y = x/inf = -0, as it should
             xp.exp(s, out=s)
         s += 1.0
         xp.divide(x, s, out=out)

@@ -93,6 +93,13 @@ def test_scatter_add_sums_repeated_indices(backend_name):
     assert backend.to_numpy(target).tolist() == [0.0, 3.0, 0.0, 5.0]
 
 
+def test_einsum_into_writes_through_a_strided_view(backend_name):
+    a = backend.to_backend(np.arange(12.0).reshape(3, 4))
+    column = backend.xp().full((3, 2), -1.0)
+    backend.einsum_into("ij,ij->i", a, a, out=column[:, 1])  # a view with stride 2
+    assert backend.to_numpy(column).tolist() == [[-1.0, 14.0], [-1.0, 126.0], [-1.0, 366.0]]
+
+
 def test_reselecting_the_active_backend_keeps_the_random_stream():
     first = backend.device_rng().random(3)
     backend.use("numpy")

@@ -114,23 +114,25 @@ def naive_attention(q, k, v, causal, key_mask):
     return out
 
 
-
-@pytest.mark.parametrize("affine", [True, False])
-def test_layer_norm_without_gradients_matches_the_kept_graph(backend_name, affine):
+@pytest.mark.parametrize("rows", [6, 4096])  # 4096 x 16 = 65,536 elements: the row-parallel path
+@pytest.mark.parametrize("affine", ["both", "weight", "bias", "neither"])
+def test_layer_norm_without_gradients_matches_the_kept_graph(backend_name, affine, rows):
     # With nothing to differentiate, layer_norm writes x̂ straight into its output buffer
     # instead of keeping it; both paths must give the same bits.
     rng = np.random.default_rng(5)
-    x = rng.standard_normal((6, 16)).astype(np.float32)
-    w, b = (rng.standard_normal(16).astype(np.float32) for _ in range(2))
-    params = (w, b) if affine else (None, None)
-    kept = F.layer_norm(Tensor(x, requires_grad=True), *(None if p is None else Tensor(p) for p in params))
+    x = rng.standard_normal((rows, 16)).astype(np.float32)
+    w = rng.standard_normal(16).astype(np.float32) if affine in ("both", "weight") else None
+    b = rng.standard_normal(16).astype(np.float32) if affine in ("both", "bias") else None
+    params = [None if p is None else Tensor(p) for p in (w, b)]
+    kept = F.layer_norm(Tensor(x, requires_grad=True), *params)
     with no_grad():
-        lean = F.layer_norm(Tensor(x, requires_grad=True), *(None if p is None else Tensor(p) for p in params))
+        lean = F.layer_norm(Tensor(x, requires_grad=True), *params)
     assert kept.requires_grad and not lean.requires_grad
     np.testing.assert_array_equal(lean.numpy(), kept.numpy())
     ref = (x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True) + 1e-5)
-    ref = ref * w + b if affine else ref
+    ref = ref * (1 if w is None else w) + (0 if b is None else b)
     np.testing.assert_allclose(lean.numpy(), ref, rtol=1e-5, atol=1e-5)
+
 
 @pytest.mark.parametrize("causal", [True, False])
 @pytest.mark.parametrize("Tq", [1, 3, 5])
