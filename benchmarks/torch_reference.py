@@ -28,11 +28,11 @@ class Block(tnn.Module):
 
     def forward(self, x, cache=None, layer=0, t0=0):
         Bx, Tx, _ = x.shape
-        q, k, v = self.c_attn(self.ln_1(x)).view(Bx, Tx, 3, H, HS).permute(2, 0, 3, 1, 4)
-        if cache is not None:
-            cache[0][layer, :, :, t0:t0 + Tx] = k
-            cache[1][layer, :, :, t0:t0 + Tx] = v
-            k, v = cache[0][layer, :, :, :t0 + Tx], cache[1][layer, :, :, :t0 + Tx]
+        qkv = self.c_attn(self.ln_1(x)).view(Bx, Tx, 3, H, HS).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv
+        if cache is not None:  # (L, 2, B, H, BLOCK, HS): keys and values stored in one copy, as in minirl
+            cache[layer, :, :, :, t0:t0 + Tx] = qkv[1:]
+            k, v = cache[layer, 0, :, :, :t0 + Tx], cache[layer, 1, :, :, :t0 + Tx]
         causal = Tx > 1
         y = tF.scaled_dot_product_attention(q, k, v, is_causal=causal)
         x = x + self.c_proj(y.transpose(1, 2).reshape(Bx, Tx, H * HS))
@@ -72,8 +72,7 @@ def _timed(fn, repeats, sync):
 def _sample(model, prompts, new, use_cache):
     Bp, P = prompts.shape
     tokens = torch.cat([prompts, torch.zeros(Bp, new, dtype=torch.long, device=prompts.device)], 1)
-    cache = (torch.zeros(L, Bp, H, BLOCK, HS, device=prompts.device),
-             torch.zeros(L, Bp, H, BLOCK, HS, device=prompts.device)) if use_cache else None
+    cache = torch.zeros(L, 2, Bp, H, BLOCK, HS, device=prompts.device) if use_cache else None
     logits = model(tokens[:, :P], cache, 0)[:, -1]
     for t in range(P, P + new):
         probs = torch.softmax(logits, -1)
