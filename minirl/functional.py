@@ -316,46 +316,41 @@ def gelu(x) -> Tensor:
 
     Computed as ``y = x·σ(2u) = x / (1 + e^{-2u})`` (the same function, since
     ½(1 + tanh u) = σ(2u)), because NumPy's exp is vectorised and its tanh is not.
-    Fused to keep one array, ``s = σ(2u)``, and only when a gradient needs it (else
-    the last two passes, a reciprocal and a product, become one division).
-    Derivative: ``dy/dx = s + 2x·s(1 - s)·√(2/π)(1 + 3·0.044715x²)``.
+    Fused to keep one array, ``s = 1 + e^{-2u}``. Derivative, with ``σ = 1/s``:
+    ``dy/dx = σ + 2x·σ(1 - σ)·√(2/π)(1 + 3·0.044715x²)``.
     Both directions run row-parallel (`backend.parallel_rows`).
     """
     x = as_tensor(x)
     xp = backend.get_array_module(x.data)
     x2 = x.data.reshape(-1, x.shape[-1]) if x.ndim else x.data.reshape(1, 1)
     s, out = xp.empty_like(x2), xp.empty_like(x2)
-    keep = is_grad_enabled() and x.requires_grad
 
     def forward(x, s, out):
-        xp.multiply(x, x, out=s)  # s: x² -> -2u -> 1 + exp(-2u) (-> σ(2u)), in place
+        xp.multiply(x, x, out=s)  # s: x² -> -2u -> 1 + exp(-2u), in place
         s *= -2.0 * _GELU_C * _GELU_A
         s += -2.0 * _GELU_C
         s *= x
         with backend.ignore_overflow():  # exp(-2u) = inf for x < -10.1 in float32: y = x/inf = -0, as it should
             xp.exp(s, out=s)
         s += 1.0
-        if keep:
-            xp.reciprocal(s, out=s)
-            xp.multiply(x, s, out=out)
-        else:
-            xp.divide(x, s, out=out)
+        xp.divide(x, s, out=out)
     backend.parallel_rows(forward, x2, s, out)
 
     def _backward(g):
         g2 = g.reshape(x2.shape)
-        d = xp.empty_like(x2)
+        d, sig = xp.empty_like(x2), xp.empty_like(x2)
 
-        def backward(x, s, g, d):
-            xp.multiply(x, x, out=d)  # d: 2x·√(2/π)(1 + 3a·x²) -> ·s(1-s) -> + s -> ·g
+        def backward(x, s, g, d, sig):
+            xp.reciprocal(s, out=sig)  # σ(2u)
+            xp.multiply(x, x, out=d)  # d: 2x·√(2/π)(1 + 3a·x²) -> ·σ(1-σ) -> + σ -> ·g
             d *= 2.0 * _GELU_C * 3 * _GELU_A
             d += 2.0 * _GELU_C
             d *= x
-            d *= s
-            d -= d * s
-            d += s
+            d *= sig
+            d -= d * sig
+            d += sig
             d *= g
-        backend.parallel_rows(backward, x2, s, g2, d)
+        backend.parallel_rows(backward, x2, s, g2, d, sig)
         return (d.reshape(x.shape),)
     return Tensor._make(out.reshape(x.shape), (x,), _backward)
 
