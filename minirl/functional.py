@@ -21,8 +21,9 @@ __all__ = [
 ]
 
 
-def row_sum(a, axis: int = -1, other=None):
-    """``Σ a`` (or ``Σ a·other``) over `axis`, keeping it as a length-1 axis.
+def row_sum(a, axis: int = -1, other=None, out=None):
+    """``Σ a`` (or ``Σ a·other``) over `axis`, keeping it as a length-1 axis; written
+    into `out` (that shape) when given.
 
     Over the last axis this is an einsum: NumPy runs it 2-4× faster than
     ``a.sum(axis=-1)`` (whose reduction loop restarts on every short row) and with no
@@ -30,9 +31,16 @@ def row_sum(a, axis: int = -1, other=None):
     """
     xp = backend.get_array_module(a)
     if axis in (-1, a.ndim - 1):
-        out = xp.einsum("...k->...", a) if other is None else xp.einsum("...k,...k->...", a, other)
-        return out[..., None]
-    return (a if other is None else a * other).sum(axis=axis, keepdims=True)
+        operands = ("...k->...", a) if other is None else ("...k,...k->...", a, other)
+        if out is None:
+            return xp.einsum(*operands)[..., None]
+        backend.einsum_into(*operands, out=out[..., 0])
+        return out
+    total = (a if other is None else a * other).sum(axis=axis, keepdims=True)
+    if out is None:
+        return total
+    out[...] = total
+    return out
 
 
 def column_sum(a):
@@ -67,10 +75,7 @@ def _softmax_rows(ax, x, e, total, shift) -> None:
     xp.maximum(shift, xp.finfo(shift.dtype).min, out=shift)  # -inf -> lowest finite; NaN stays NaN
     xp.subtract(x, shift, out=e)
     xp.exp(e, out=e)
-    if ax in (-1, e.ndim - 1):
-        backend.einsum_into("...k->...", e, out=total[..., 0])  # `row_sum`, written in place
-    else:
-        total[...] = row_sum(e, ax)
+    row_sum(e, ax, out=total)
     xp.maximum(total, 1, out=total)
 
 
@@ -248,8 +253,8 @@ def layer_norm(x, weight=None, bias=None, eps: float = 1e-5) -> Tensor:
     Fused because the chain (mean, sub, square, mean, add, sqrt, div, mul, add)
     keeps nine arrays for backward. With ``x̂ = (x - μ)·rstd`` and ``d = g·w``:
     ``dx = rstd · (d - mean(d) - x̂ · mean(d · x̂))``, ``dw = Σ g·x̂``, ``db = Σ g``.
-    Rows run in parallel (`backend.parallel_rows`), with einsum row sums for the
-    means (`backend.einsum_into`, `row_sum`). The forward is ten array calls: in a sampling step the rows are few, and the
+    Rows run in parallel (`backend.parallel_rows`), with `row_sum` for the means.
+    The forward is ten array calls: in a sampling step the rows are few, and the
     call count, not the arithmetic, is the cost.
     """
     x = as_tensor(x)
@@ -266,14 +271,13 @@ def layer_norm(x, weight=None, bias=None, eps: float = 1e-5) -> Tensor:
     rstd = xp.empty((x2.shape[0], 1), dtype=x.dtype)
 
     def forward(x, xhat, rstd, out):
-        r = rstd[:, 0]  # (n,) view of the (n, 1) column
-        backend.einsum_into("ij->i", x, out=r)
-        r *= -1.0 / C  # -μ
+        row_sum(x, out=rstd)
+        rstd *= -1.0 / C  # -μ
         xp.add(x, rstd, out=xhat)  # x - μ, scaled to x̂ below
-        backend.einsum_into("ij,ij->i", xhat, xhat, out=r)  # C·σ²
-        r += C * eps
-        xp.sqrt(r, out=r)
-        xp.divide(math.sqrt(C), r, out=r)  # rstd = √C / √(C·σ² + C·eps) = 1 / √(σ² + eps)
+        row_sum(xhat, -1, xhat, out=rstd)  # C·σ²
+        rstd += C * eps
+        xp.sqrt(rstd, out=rstd)
+        xp.divide(math.sqrt(C), rstd, out=rstd)  # rstd = √C / √(C·σ² + C·eps) = 1 / √(σ² + eps)
         xhat *= rstd
         if w is not None:
             xp.multiply(xhat, w, out=out)

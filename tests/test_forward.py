@@ -94,7 +94,7 @@ def test_layer_norm_and_gelu_match_formulas(backend_name):
     np.testing.assert_allclose(F.layer_norm(Tensor(x), Tensor(w), Tensor(b)).numpy(), ref, atol=1e-12)
     gelu = 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x**3)))
     np.testing.assert_allclose(F.gelu(Tensor(x)).numpy(), gelu, atol=1e-12)
-    # with a gradient to come, σ(2u) is kept and y = x·σ instead of x / (1 + e^{-2u})
+    # the same formula when a gradient is to come (the op then keeps 1 + e^{-2u} for backward)
     np.testing.assert_allclose(F.gelu(Tensor(x, requires_grad=True)).numpy(), gelu, atol=1e-12)
 
 
