@@ -1,12 +1,16 @@
 """Throughput of the tiny GPT on each backend, with PyTorch eager beside it when installed.
 
-    python benchmarks/bench_gpt.py [--backends numpy,cupy] [--quick] [--json PATH]
+    python benchmarks/bench_gpt.py [--backends numpy,cupy] [--repeats N] [--rounds R] [--quick] [--json PATH]
 
 Measures, on the default card (4 layers, 3 heads, n_embd 128, block 64, vocab 2048):
   train     one AdamW step with clipping, batch 32 x 64 tokens: tokens/s and GFLOP/s
   sample    64 prompts x 48 new tokens with the KV cache: new tokens/s
   recompute the same sampling without the cache (whole prefix every step)
   matmul    a float32 (2048x1024) @ (1024x1024) GEMM: the machine's practical peak, same run
+
+With --rounds R, minirl and PyTorch take turns R times. The table gives each figure's
+median over the rounds, and each ratio comes with its range over the rounds: on a shared
+machine a neighbour's load drifts over minutes, and alternating spreads it over both sides.
 
 Model FLOPs per token follow Kaplan et al. 2020 / nanoGPT's MFU estimate:
 6·N (forward + backward through N matmul weights) + 12·n_layer·n_head·head_size·T (attention).
@@ -96,6 +100,24 @@ def torch_results(repeats: int) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def median_over_rounds(rounds: list[dict]) -> dict:
+    """Each implementation's figures, each the median of that figure over the rounds it ran in."""
+    merged: dict[str, dict[str, list]] = {}
+    for results in rounds:
+        for name, figures in results.items():
+            for key, value in figures.items():
+                merged.setdefault(name, {}).setdefault(key, []).append(value)
+    return {name: {key: float(np.median(values)) for key, values in figures.items()}
+            for name, figures in merged.items()}
+
+
+def describe_ratio(values: list[float]) -> str:
+    """``1.02x`` for one round; ``1.02x (0.98-1.05 over 5 rounds)``, the median and range, for several."""
+    if len(values) == 1:
+        return f"{values[0]:.2f}x"
+    return f"{np.median(values):.2f}x ({min(values):.2f}-{max(values):.2f} over {len(values)} rounds)"
+
+
 def rows_for(name: str, r: dict) -> list[list]:
     train_tok_s = B * T / r["train_s"]
     achieved = train_tok_s * r["flops_per_token"] / 1e9
@@ -114,36 +136,49 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--backends", default=None, help="comma list (default: every available backend)")
     parser.add_argument("--repeats", type=int, default=5, help="timed repetitions per measurement")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="alternate minirl and PyTorch this many times; report medians and the ratios' range")
     parser.add_argument("--quick", action="store_true", help="one repetition (a smoke test, not a measurement)")
     parser.add_argument("--json", default=None, help="also write the results to this JSON file")
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison even if installed")
     args = parser.parse_args(argv)
+    if args.repeats < 1 or args.rounds < 1:
+        parser.error(f"--repeats and --rounds must be at least 1, got {args.repeats} and {args.rounds}")
     repeats = 1 if args.quick else args.repeats
     names = args.backends.split(",") if args.backends else ["numpy"] + (["cupy"] if backend.cupy_available() else [])
-    results = {}
-    for name in names:
-        try:
-            backend.use(name)
-        except backend.BackendError as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 2
-        results[f"minirl-{name}"] = bench_minirl(repeats)
-    backend.use("numpy")
-    if not args.no_torch and importlib.util.find_spec("torch") is not None:
-        results.update(torch_results(repeats))
+    torch_wanted = not args.no_torch and importlib.util.find_spec("torch") is not None
+    rounds = []
+    for _ in range(args.rounds):
+        results = {}
+        for name in names:
+            try:
+                backend.use(name)
+            except backend.BackendError as e:
+                print(f"error: {e}", file=sys.stderr)
+                return 2
+            results[f"minirl-{name}"] = bench_minirl(repeats)
+        backend.use("numpy")
+        if torch_wanted:
+            results.update(torch_results(repeats))
+        rounds.append(results)
+    results = median_over_rounds(rounds)
     machine = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
                "cpu_count": os.cpu_count(), "numpy": np.__version__}
     print(f"machine: {machine['processor']}, {machine['cpu_count']} CPUs, numpy {machine['numpy']}\n")
     rows = [row for name, r in results.items() for row in rows_for(name, r)]
     print(format_table(rows, ["impl", "measurement", "throughput", "time", "note"]))
-    base = results.get("minirl-numpy")
-    for name, r in results.items():
-        if name.startswith("torch") and base is not None:
-            print(f"\nminirl-numpy / {name}: train {r['train_s'] / base['train_s']:.2f}x, "
-                  f"sample {r['sample_s'] / base['sample_s']:.2f}x (above 1: minirl is faster)")
+    ratios = {}
+    for name in results:
+        if name.startswith("torch") and "minirl-numpy" in results:
+            ratios[name] = {key: [r[name][f"{key}_s"] / r["minirl-numpy"][f"{key}_s"] for r in rounds
+                                  if name in r] for key in ("train", "sample")}
+            print(f"\nminirl-numpy / {name}: " + ", ".join(
+                f"{key} {describe_ratio(values)}" for key, values in ratios[name].items())
+                + " (above 1: minirl is faster)")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"machine": machine, "batch": [B, T], "sampling": [PROMPTS, NEW], "results": results}, f, indent=2)
+            json.dump({"machine": machine, "batch": [B, T], "sampling": [PROMPTS, NEW], "repeats": repeats,
+                       "results": results, "ratios": ratios, "rounds": rounds}, f, indent=2)
     return 0
 
 

@@ -1,4 +1,4 @@
-"""Smoke test of benchmarks/bench_ops.py in quick mode: it runs, and it fails clearly."""
+"""Smoke tests of the benchmark scripts in quick mode: they run, and they fail clearly."""
 
 import importlib.util
 import json
@@ -9,16 +9,25 @@ import pytest
 from minirl import backend
 from tests.conftest import has_distribution
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_ops.py"
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 CASES = ["matmul", "log_softmax", "softmax", "cross_entropy", "layer_norm", "gelu", "embedding", "attention", "mlp"]
+
+
+def load_script(name: str):
+    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(scope="module")
 def bench_ops():
-    spec = importlib.util.spec_from_file_location("bench_ops", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("bench_ops")
+
+
+@pytest.fixture(scope="module")
+def bench_gpt():
+    return load_script("bench_gpt")
 
 
 def test_quick_run_writes_a_row_per_case(bench_ops, tmp_path):
@@ -46,16 +55,28 @@ def test_unavailable_cupy_exits_2_before_timing_anything(bench_ops, capsys):
     assert "cupy backend was requested" in captured.err and captured.out == ""
 
 
-def test_gpt_benchmark_quick_run_reports_every_measurement(tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location("bench_gpt", BENCH.parent / "bench_gpt.py")
-    bench_gpt = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench_gpt)
+def test_gpt_benchmark_quick_run_reports_every_measurement(bench_gpt, tmp_path, capsys):
     out = tmp_path / "gpt.json"
-    assert bench_gpt.main(["--quick", "--backends", "numpy", "--no-torch", "--json", str(out)]) == 0
-    result = json.loads(out.read_text())["results"]["minirl-numpy"]
+    assert bench_gpt.main(["--quick", "--rounds", "3", "--backends", "numpy", "--no-torch", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    result = report["results"]["minirl-numpy"]
     assert all(result[k] > 0 for k in ("train_s", "sample_s", "recompute_s", "matmul_gflops"))
+    rounds = [r["minirl-numpy"] for r in report["rounds"]]
+    assert len(rounds) == 3
+    for key in ("train_s", "sample_s"):  # the table's figure is the median over the rounds
+        assert result[key] == sorted(r[key] for r in rounds)[1]
     assert "faster than recompute" in capsys.readouterr().out
     assert bench_gpt.main(["--backends", "tpu"]) == 2
+    with pytest.raises(SystemExit):
+        bench_gpt.main(["--rounds", "0"])
+    assert "--rounds must be at least 1" in capsys.readouterr().err
+
+
+def test_gpt_benchmark_merges_rounds_into_medians_and_ratio_ranges(bench_gpt):
+    rounds = [{"a": {"train_s": 3.0}, "b": {"train_s": 1.0}}, {"a": {"train_s": 1.0}}, {"a": {"train_s": 1.5}}]
+    assert bench_gpt.median_over_rounds(rounds) == {"a": {"train_s": 1.5}, "b": {"train_s": 1.0}}
+    assert bench_gpt.describe_ratio([1.04]) == "1.04x"
+    assert bench_gpt.describe_ratio([0.98, 1.10, 1.02]) == "1.02x (0.98-1.10 over 3 rounds)"
 
 
 def test_ppo_vader_script_runs_end_to_end_at_toy_scale(tmp_path, capsys):
@@ -68,9 +89,7 @@ def test_ppo_vader_script_runs_end_to_end_at_toy_scale(tmp_path, capsys):
     assert pretrain(["--corpus", "synthetic", "--vocab-size", "300", "--model-block-size", "48", "--model-n-layer", "1",
                      "--model-n-embd", "16", "--model-n-head", "2", "--train-steps", "3", "--train-batch-size", "4",
                      "--samples", "0", "--out", str(out)]) == 0
-    spec = importlib.util.spec_from_file_location("ppo_vader", BENCH.parent / "ppo_vader.py")
-    ppo_vader = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(ppo_vader)
+    ppo_vader = load_script("ppo_vader")
     result = tmp_path / "ppo.json"
     assert ppo_vader.main(["--pretrained", str(out), "--sft-steps", "2", "--iterations", "2", "--batch-size", "4",
                            "--json", str(result)]) == 0
