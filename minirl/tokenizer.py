@@ -246,9 +246,16 @@ class Tokenizer:
         return ids + [self.eot_id] if eot else ids
 
     def encode_batch(self, texts: Sequence[str], *, eot: bool = False) -> list[list[int]]:
-        """`encode` over many texts, in tiktoken's thread pool."""
-        batch = self._enc.encode_ordinary_batch(list(texts))
-        return [ids + [self.eot_id] for ids in batch] if eot else batch
+        """`encode` over many texts.
+
+        A plain loop: tiktoken's `encode_ordinary_batch` hands each text to a thread
+        pool, and for documents as short as tweets that costs more than the encoding
+        (on 2 cores, 36k tweets: 1.5 s in its pool, 0.38 s in this loop).
+        """
+        encode = self._enc.encode_ordinary
+        if eot:
+            return [encode(text) + [self.eot_id] for text in texts]
+        return [encode(text) for text in texts]
 
     def decode_bytes(self, ids: Iterable[int]) -> bytes:
         """The exact bytes behind `ids` (EOT decodes to b"<|endoftext|>")."""
