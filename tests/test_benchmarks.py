@@ -99,3 +99,32 @@ def test_ppo_vader_script_runs_end_to_end_at_toy_scale(tmp_path, capsys):
     assert ppo_vader.main(["--pretrained", str(tmp_path / "nothing")]) == 2
     assert "run `python -m minirl.pretrain" in capsys.readouterr().err
 
+
+
+@pytest.fixture(scope="module")
+def bench_tokenizer():
+    return load_script("bench_tokenizer")
+
+
+def test_tokenizer_benchmark_quick_run_trains_and_encodes(bench_tokenizer, tmp_path, capsys):
+    out = tmp_path / "tok.json"
+    assert bench_tokenizer.main(["--quick", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())["results"]["synthetic"]
+    assert result["vocab_size"] == 300 and result["train_s"] > 0 and result["encode_s"] > 0
+    assert 1 < result["bytes_per_token"] < 10  # merges happened: fewer tokens than bytes
+    assert "BPE training" in capsys.readouterr().out
+
+
+def test_tokenizer_benchmark_rejects_bad_input_clearly(bench_tokenizer, capsys):
+    assert bench_tokenizer.main(["--corpora", "nope"]) == 2
+    assert "unknown corpus 'nope'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        bench_tokenizer.main(["--vocab-size", "10"])
+    assert "--vocab-size >= 258" in capsys.readouterr().err
+
+
+def test_first_megabytes_keeps_whole_documents_within_the_budget(bench_tokenizer):
+    texts = ["a" * 400_000, "é" * 200_000, "b" * 300_000]  # 0.4 MB, 0.4 MB (two bytes each), 0.3 MB
+    assert bench_tokenizer.first_megabytes(texts, 0.8) == texts[:2]
+    assert bench_tokenizer.first_megabytes(texts, 0.79) == texts[:1]
+    assert bench_tokenizer.first_megabytes(texts, 0.1) == []
