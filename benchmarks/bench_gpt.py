@@ -8,9 +8,11 @@ Measures, on the default card (4 layers, 3 heads, n_embd 128, block 64, vocab 20
   recompute the same sampling without the cache (whole prefix every step)
   matmul    a float32 (2048x1024) @ (1024x1024) GEMM: the machine's practical peak, same run
 
-With --rounds R, minirl and PyTorch take turns R times. The table gives each figure's
-median over the rounds, and each ratio comes with its range over the rounds: on a shared
-machine a neighbour's load drifts over minutes, and alternating spreads it over both sides.
+With --rounds R, minirl and PyTorch take turns R times (PyTorch first in every other round).
+The table gives each figure's median over the rounds, and each ratio its median and range
+over them: on a shared machine a neighbour's load drifts over minutes, and taking turns
+spreads that drift over both sides instead of landing it on one. Ratios compare the same
+device: minirl-numpy with torch-cpu, minirl-cupy with torch-cuda.
 
 Model FLOPs per token follow Kaplan et al. 2020 / nanoGPT's MFU estimate:
 6·N (forward + backward through N matmul weights) + 12·n_layer·n_head·head_size·T (attention).
@@ -89,15 +91,37 @@ def bench_minirl(repeats: int) -> dict:
             "flops_per_token": flops_per_token(cfg, n_matmul)}
 
 
+def torch_available() -> bool:
+    return importlib.util.find_spec("torch") is not None
+
+
 def torch_results(repeats: int) -> dict:
-    """PyTorch eager on the same shapes, in a child process (torch is optional, never imported here)."""
+    """PyTorch eager on the same shapes, in a child process (torch is optional, never imported here);
+    {} if the child fails, after saying why on stderr."""
     script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "torch_reference.py")
     args = [str(v) for v in (repeats, B, T, NEW, PROMPTS, PROMPT_LEN)]
     done = subprocess.run([sys.executable, script, *args], capture_output=True, text=True)
     if done.returncode != 0:
-        print(f"torch comparison skipped: {done.stderr.strip().splitlines()[-1:]}", file=sys.stderr)
+        why = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
+        print(f"torch comparison skipped: {why}", file=sys.stderr)
         return {}
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def bench_round(names: list[str], repeats: int, with_torch: bool, torch_first: bool) -> dict:
+    """One round: minirl on each backend, and PyTorch in its child process, in the order asked."""
+    def minirl() -> dict:
+        results = {}
+        for name in names:
+            backend.use(name)
+            results[f"minirl-{name}"] = bench_minirl(repeats)
+        backend.use("numpy")
+        return results
+    parts = [minirl] + ([lambda: torch_results(repeats)] if with_torch else [])
+    results = {}
+    for part in reversed(parts) if torch_first else parts:
+        results.update(part())
+    return results
 
 
 def median_over_rounds(rounds: list[dict]) -> dict:
@@ -111,11 +135,28 @@ def median_over_rounds(rounds: list[dict]) -> dict:
             for name, figures in merged.items()}
 
 
-def describe_ratio(values: list[float]) -> str:
-    """``1.02x`` for one round; ``1.02x (0.98-1.05 over 5 rounds)``, the median and range, for several."""
-    if len(values) == 1:
+SAME_DEVICE = {"torch-cpu": "minirl-numpy", "torch-cuda": "minirl-cupy"}
+
+
+def ratios_by_round(rounds: list[dict]) -> dict:
+    """PyTorch's time over minirl's on the same device (above 1: minirl is faster), one value
+    per round that timed both, for training and sampling."""
+    ratios = {}
+    for torch_name, minirl_name in SAME_DEVICE.items():
+        both = [r for r in rounds if torch_name in r and minirl_name in r]
+        if both:
+            ratios[f"{minirl_name} / {torch_name}"] = {
+                key: [r[torch_name][f"{key}_s"] / r[minirl_name][f"{key}_s"] for r in both] for key in ("train", "sample")}
+    return ratios
+
+
+def describe_ratio(values: list[float], rounds: int) -> str:
+    """``1.02x`` for a one-round run; else the median and range, ``1.02x (0.98-1.05 over 5 rounds)``,
+    saying ``over 4 of 5 rounds`` when some rounds lack one side."""
+    if rounds == 1:
         return f"{values[0]:.2f}x"
-    return f"{np.median(values):.2f}x ({min(values):.2f}-{max(values):.2f} over {len(values)} rounds)"
+    counted = f"{len(values)} of {rounds}" if len(values) < rounds else f"{rounds}"
+    return f"{np.median(values):.2f}x ({min(values):.2f}-{max(values):.2f} over {counted} rounds)"
 
 
 def rows_for(name: str, r: dict) -> list[list]:
@@ -146,35 +187,31 @@ def main(argv=None) -> int:
         parser.error(f"--repeats and --rounds must be at least 1, got {args.repeats} and {args.rounds}")
     repeats = 1 if args.quick else args.repeats
     names = args.backends.split(",") if args.backends else ["numpy"] + (["cupy"] if backend.cupy_available() else [])
-    torch_wanted = not args.no_torch and importlib.util.find_spec("torch") is not None
+    for name in names:  # every backend must load before anything is timed
+        try:
+            backend.use(name)
+        except backend.BackendError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+    backend.use("numpy")
+    with_torch = not args.no_torch and torch_available()
     rounds = []
-    for _ in range(args.rounds):
-        results = {}
-        for name in names:
-            try:
-                backend.use(name)
-            except backend.BackendError as e:
-                print(f"error: {e}", file=sys.stderr)
-                return 2
-            results[f"minirl-{name}"] = bench_minirl(repeats)
-        backend.use("numpy")
-        if torch_wanted:
-            results.update(torch_results(repeats))
-        rounds.append(results)
+    for i in range(args.rounds):
+        rounds.append(bench_round(names, repeats, with_torch, torch_first=i % 2 == 1))
+        if with_torch and not any(name.startswith("torch") for name in rounds[-1]):
+            print(f"(the torch child failed in round {i + 1} of {args.rounds}; later rounds run without it)",
+                  file=sys.stderr)
+            with_torch = False
     results = median_over_rounds(rounds)
     machine = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
                "cpu_count": os.cpu_count(), "numpy": np.__version__}
     print(f"machine: {machine['processor']}, {machine['cpu_count']} CPUs, numpy {machine['numpy']}\n")
     rows = [row for name, r in results.items() for row in rows_for(name, r)]
     print(format_table(rows, ["impl", "measurement", "throughput", "time", "note"]))
-    ratios = {}
-    for name in results:
-        if name.startswith("torch") and "minirl-numpy" in results:
-            ratios[name] = {key: [r[name][f"{key}_s"] / r["minirl-numpy"][f"{key}_s"] for r in rounds
-                                  if name in r] for key in ("train", "sample")}
-            print(f"\nminirl-numpy / {name}: " + ", ".join(
-                f"{key} {describe_ratio(values)}" for key, values in ratios[name].items())
-                + " (above 1: minirl is faster)")
+    ratios = ratios_by_round(rounds)
+    for pair, values in ratios.items():
+        print(f"\n{pair}: train {describe_ratio(values['train'], args.rounds)}, "
+              f"sample {describe_ratio(values['sample'], args.rounds)} (above 1: minirl is faster)")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"machine": machine, "batch": [B, T], "sampling": [PROMPTS, NEW], "repeats": repeats,

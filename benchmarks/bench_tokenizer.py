@@ -21,6 +21,8 @@ import statistics
 import sys
 import time
 
+import tiktoken
+
 from minirl.data import load_corpus, synthetic_corpus
 from minirl.table import format_table
 from minirl.tokenizer import Tokenizer, train_bpe
@@ -78,10 +80,14 @@ def main(argv=None) -> int:
             except (ImportError, ValueError, FileNotFoundError) as e:
                 print(f"error: {e}", file=sys.stderr)
                 return 2
+            if not sources[name]:
+                print(f"error: the first {args.megabytes} MB of {name!r} hold no whole document; "
+                      "raise --megabytes", file=sys.stderr)
+                return 2
     results = {name: bench_corpus(texts, vocab_size, repeats) for name, texts in sources.items()}
     machine = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-               "cpu_count": os.cpu_count()}
-    print(f"machine: {machine['processor']}, {machine['cpu_count']} CPUs\n")
+               "cpu_count": os.cpu_count(), "tiktoken": tiktoken.__version__}
+    print(f"machine: {machine['processor']}, {machine['cpu_count']} CPUs, tiktoken {machine['tiktoken']}\n")
     rows = [[name, f"{r['documents']:,}", f"{r['megabytes']:.2f} MB", f"{r['vocab_size']:,}",
              f"{r['train_s']:.2f} s", f"{r['megabytes'] / r['encode_s']:.1f} MB/s", f"{r['bytes_per_token']:.2f}"]
             for name, r in results.items()]

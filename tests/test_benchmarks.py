@@ -30,6 +30,11 @@ def bench_gpt():
     return load_script("bench_gpt")
 
 
+@pytest.fixture(scope="module")
+def bench_tokenizer():
+    return load_script("bench_tokenizer")
+
+
 def test_quick_run_writes_a_row_per_case(bench_ops, tmp_path):
     out = tmp_path / "b.json"
     assert bench_ops.main(["--quick", "--backends", "numpy", "--json", str(out)]) == 0
@@ -75,8 +80,31 @@ def test_gpt_benchmark_quick_run_reports_every_measurement(bench_gpt, tmp_path, 
 def test_gpt_benchmark_merges_rounds_into_medians_and_ratio_ranges(bench_gpt):
     rounds = [{"a": {"train_s": 3.0}, "b": {"train_s": 1.0}}, {"a": {"train_s": 1.0}}, {"a": {"train_s": 1.5}}]
     assert bench_gpt.median_over_rounds(rounds) == {"a": {"train_s": 1.5}, "b": {"train_s": 1.0}}
-    assert bench_gpt.describe_ratio([1.04]) == "1.04x"
-    assert bench_gpt.describe_ratio([0.98, 1.10, 1.02]) == "1.02x (0.98-1.10 over 3 rounds)"
+    assert bench_gpt.describe_ratio([1.04], 1) == "1.04x"
+    assert bench_gpt.describe_ratio([0.98, 1.10, 1.02], 3) == "1.02x (0.98-1.10 over 3 rounds)"
+    assert bench_gpt.describe_ratio([0.98, 1.10], 3) == "1.04x (0.98-1.10 over 2 of 3 rounds)"
+
+
+def test_gpt_benchmark_takes_turns_and_compares_the_same_device(bench_gpt, monkeypatch, tmp_path, capsys):
+    def figures(train_s, sample_s):
+        return {"train_s": train_s, "sample_s": sample_s, "recompute_s": 1.0, "matmul_gflops": 100.0,
+                "flops_per_token": 1e6}
+    order = []
+    torch_rounds = iter([{"torch-cpu": figures(1.1, 1.5), "torch-cuda": figures(0.1, 0.1)},
+                         {"torch-cpu": figures(1.3, 1.7)}, {}])
+    monkeypatch.setattr(bench_gpt, "torch_available", lambda: True)
+    monkeypatch.setattr(bench_gpt, "bench_minirl", lambda repeats: order.append("minirl") or figures(1.0, 1.0))
+    monkeypatch.setattr(bench_gpt, "torch_results", lambda repeats: order.append("torch") or next(torch_rounds))
+    out = tmp_path / "gpt.json"
+    assert bench_gpt.main(["--rounds", "4", "--backends", "numpy", "--json", str(out)]) == 0
+    # PyTorch goes first in every other round; after its child fails (round 3) it is not asked again
+    assert order == ["minirl", "torch", "torch", "minirl", "minirl", "torch", "minirl"]
+    ratios = json.loads(out.read_text())["ratios"]
+    assert list(ratios) == ["minirl-numpy / torch-cpu"]  # torch-cuda has no minirl-cupy to compare with
+    assert ratios["minirl-numpy / torch-cpu"] == {"train": [1.1, 1.3], "sample": [1.5, 1.7]}
+    captured = capsys.readouterr()
+    assert "train 1.20x (1.10-1.30 over 2 of 4 rounds), sample 1.60x (1.50-1.70 over 2 of 4 rounds)" in captured.out
+    assert "failed in round 3 of 4" in captured.err
 
 
 def test_ppo_vader_script_runs_end_to_end_at_toy_scale(tmp_path, capsys):
@@ -100,12 +128,6 @@ def test_ppo_vader_script_runs_end_to_end_at_toy_scale(tmp_path, capsys):
     assert "run `python -m minirl.pretrain" in capsys.readouterr().err
 
 
-
-@pytest.fixture(scope="module")
-def bench_tokenizer():
-    return load_script("bench_tokenizer")
-
-
 def test_tokenizer_benchmark_quick_run_trains_and_encodes(bench_tokenizer, tmp_path, capsys):
     out = tmp_path / "tok.json"
     assert bench_tokenizer.main(["--quick", "--json", str(out)]) == 0
@@ -115,12 +137,15 @@ def test_tokenizer_benchmark_quick_run_trains_and_encodes(bench_tokenizer, tmp_p
     assert "BPE training" in capsys.readouterr().out
 
 
-def test_tokenizer_benchmark_rejects_bad_input_clearly(bench_tokenizer, capsys):
+def test_tokenizer_benchmark_rejects_bad_input_clearly(bench_tokenizer, tmp_path, capsys):
+    (tmp_path / "one.txt").write_text("a document of a few dozen bytes\n")
     assert bench_tokenizer.main(["--corpora", "nope"]) == 2
     assert "unknown corpus 'nope'" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         bench_tokenizer.main(["--vocab-size", "10"])
     assert "--vocab-size >= 258" in capsys.readouterr().err
+    assert bench_tokenizer.main(["--corpora", str(tmp_path / "one.txt"), "--megabytes", "0.000001"]) == 2
+    assert "hold no whole document; raise --megabytes" in capsys.readouterr().err
 
 
 def test_first_megabytes_keeps_whole_documents_within_the_budget(bench_tokenizer):
