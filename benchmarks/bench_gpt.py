@@ -1,12 +1,15 @@
 """Throughput of the tiny GPT on each backend, with PyTorch eager beside it when installed.
 
-    python benchmarks/bench_gpt.py [--backends numpy,cupy] [--repeats N] [--rounds R] [--quick] [--json PATH]
+    python benchmarks/bench_gpt.py [--shape card|mid|gpt2|gpt2-1024] [--backends numpy,cupy] [--repeats N]
+                                   [--rounds R] [--quick] [--json PATH]
 
-Measures, on the default card (4 layers, 3 heads, n_embd 128, block 64, vocab 2048):
-  train     one AdamW step with clipping, batch 32 x 64 tokens: tokens/s and GFLOP/s
-  sample    64 prompts x 48 new tokens with the KV cache: new tokens/s
+Measures, on the default card (4 layers, 3 heads, n_embd 128, block 64, vocab 2048) or another
+`--shape` (SHAPES below; benchmarks/bench_scaling.py runs them all):
+  train     one AdamW step with clipping, batch 32 x 64 tokens on the card: tokens/s and GFLOP/s
+  sample    64 prompts x 48 new tokens with the KV cache on the card: new tokens/s
   recompute the same sampling without the cache (whole prefix every step)
-  matmul    a float32 (2048x1024) @ (1024x1024) GEMM: the machine's practical peak, same run
+  matmul    a float32 GEMM, (2048x1024) @ (1024x1024) on a CPU and 8192³ on a GPU: the
+            device's practical peak, same run (PyTorch also reports TF32 on a GPU)
 
 With --rounds R, minirl and PyTorch take turns R times (PyTorch first in every other round).
 The table gives each figure's median over the rounds, and each ratio its median and range
@@ -28,6 +31,7 @@ import platform
 import subprocess
 import sys
 import time
+from typing import NamedTuple
 
 import minirl  # noqa: F401  (first: it sets OPENBLAS_THREAD_TIMEOUT before numpy loads OpenBLAS)
 import numpy as np
@@ -37,7 +41,37 @@ from minirl.model import GPT, GPTConfig
 from minirl.sampling import generate
 from minirl.table import format_table
 
-B, T, NEW, PROMPTS, PROMPT_LEN = 32, 64, 48, 64, 8
+
+
+class Shape(NamedTuple):
+    """One model size and the batch it is timed at."""
+
+    model: dict = {}
+    """GPTConfig fields that differ from the default card"""
+    batch: int = 32
+    """training rows"""
+    seq: int = 64
+    """training tokens per row (at most block_size)"""
+    prompts: int = 64
+    """sampling rows"""
+    new: int = 48
+    """tokens sampled per row after a PROMPT_LEN-token prompt"""
+
+    def config(self) -> GPTConfig:
+        return GPTConfig(**self.model)
+
+
+PROMPT_LEN = 8
+GPT2_SMALL = dict(vocab_size=50257, n_layer=12, n_head=12, n_embd=768)
+SHAPES = {
+    "card": Shape(),
+    "mid": Shape(dict(vocab_size=8192, block_size=256, n_layer=8, n_head=8, n_embd=512), 16, 256, 32, 48),
+    "gpt2": Shape(dict(GPT2_SMALL, block_size=256), 16, 256, 16, 48),
+    "gpt2-1024": Shape(dict(GPT2_SMALL, block_size=1024), 4, 1024, 16, 48),
+}
+"""The card, a middle size, and GPT-2 small's shape (random weights) at contexts 256 and 1024."""
+GEMM = {"cpu": (2048, 1024, 1024), "gpu": (8192, 8192, 8192)}
+"""(m, k, n) of the peak-FLOP/s matmul: big enough to fill the device, small enough to be quick"""
 
 
 def _sync():
@@ -58,18 +92,18 @@ def timed(fn, repeats: int) -> float:
     return float(np.median(times))
 
 
-def flops_per_token(cfg: GPTConfig, n_matmul_params: int) -> float:
-    return 6 * n_matmul_params + 12 * cfg.n_layer * cfg.n_head * cfg.head_size * cfg.block_size
+def flops_per_token(cfg: GPTConfig, n_matmul_params: int, seq: int) -> float:
+    return 6 * n_matmul_params + 12 * cfg.n_layer * cfg.n_head * cfg.head_size * seq
 
 
-def bench_minirl(repeats: int) -> dict:
+def bench_minirl(repeats: int, shape: Shape = SHAPES["card"]) -> dict:
     backend.manual_seed(0)
-    cfg = GPTConfig()
+    cfg = shape.config()
     model = GPT(cfg)
     opt = optim.AdamW(model.parameters(), lr=1e-3)
     rng = np.random.default_rng(0)
-    x = backend.to_backend(rng.integers(0, cfg.vocab_size, (B, T)))
-    y = backend.to_backend(rng.integers(0, cfg.vocab_size, (B, T)))
+    x = backend.to_backend(rng.integers(0, cfg.vocab_size, (shape.batch, shape.seq)))
+    y = backend.to_backend(rng.integers(0, cfg.vocab_size, (shape.batch, shape.seq)))
 
     def train_step():
         loss = model.loss(x, y)
@@ -78,29 +112,32 @@ def bench_minirl(repeats: int) -> dict:
         optim.clip_grad_norm(model.parameters(), 1.0)
         opt.step()
 
-    prompts = rng.integers(0, cfg.vocab_size, (PROMPTS, PROMPT_LEN)).tolist()
-    sample = lambda cache: generate(model, prompts, NEW, use_cache=cache, rng=backend.rng(0))  # noqa: E731
+    prompts = rng.integers(0, cfg.vocab_size, (shape.prompts, PROMPT_LEN)).tolist()
+    sample = lambda cache: generate(model, prompts, shape.new, use_cache=cache, rng=backend.rng(0))  # noqa: E731
     xp = backend.xp()
-    a = xp.asarray(rng.standard_normal((2048, 1024)), dtype=xp.float32)
-    w = xp.asarray(rng.standard_normal((1024, 1024)), dtype=xp.float32)
+    m, k, n = GEMM["cpu" if backend.name() == "numpy" else "gpu"]
+    a = xp.asarray(rng.standard_normal((m, k)), dtype=xp.float32)
+    w = xp.asarray(rng.standard_normal((k, n)), dtype=xp.float32)
     matmul_s = timed(lambda: a @ w, max(repeats, 5))
+    del a, w
     n_matmul = model.num_parameters(exclude_embeddings=True)
     return {"train_s": timed(train_step, repeats), "sample_s": timed(lambda: sample(True), repeats),
             "recompute_s": timed(lambda: sample(False), max(1, repeats // 2)),
-            "matmul_gflops": 2 * 2048 * 1024 * 1024 / matmul_s / 1e9,
-            "flops_per_token": flops_per_token(cfg, n_matmul)}
+            "matmul_gflops": 2 * m * k * n / matmul_s / 1e9,
+            "flops_per_token": flops_per_token(cfg, n_matmul, shape.seq),
+            "parameters": model.num_parameters()}
 
 
 def torch_available() -> bool:
     return importlib.util.find_spec("torch") is not None
 
 
-def torch_results(repeats: int) -> dict:
+def torch_results(repeats: int, shape: Shape = SHAPES["card"], devices: str = "cpu,cuda") -> dict:
     """PyTorch eager on the same shapes, in a child process (torch is optional, never imported here);
     {} if the child fails, after saying why on stderr."""
     script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "torch_reference.py")
-    args = [str(v) for v in (repeats, B, T, NEW, PROMPTS, PROMPT_LEN)]
-    done = subprocess.run([sys.executable, script, *args], capture_output=True, text=True)
+    spec = dict(shape._asdict(), model=shape.config().to_dict(), prompt_len=PROMPT_LEN, gemm=GEMM, devices=devices)
+    done = subprocess.run([sys.executable, script, str(repeats), json.dumps(spec)], capture_output=True, text=True)
     if done.returncode != 0:
         why = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
         print(f"torch comparison skipped: {why}", file=sys.stderr)
@@ -108,16 +145,22 @@ def torch_results(repeats: int) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def bench_round(names: list[str], repeats: int, with_torch: bool, torch_first: bool) -> dict:
-    """One round: minirl on each backend, and PyTorch in its child process, in the order asked."""
+TORCH_DEVICE = {"numpy": "cpu", "cupy": "cuda"}
+
+
+def bench_round(names: list[str], repeats: int, with_torch: bool, torch_first: bool,
+                shape: Shape = SHAPES["card"]) -> dict:
+    """One round: minirl on each backend, and PyTorch on the same devices in its child process,
+    in the order asked."""
     def minirl() -> dict:
         results = {}
         for name in names:
             backend.use(name)
-            results[f"minirl-{name}"] = bench_minirl(repeats)
+            results[f"minirl-{name}"] = bench_minirl(repeats, shape)
         backend.use("numpy")
         return results
-    parts = [minirl] + ([lambda: torch_results(repeats)] if with_torch else [])
+    devices = ",".join(TORCH_DEVICE[name] for name in names)
+    parts = [minirl] + ([lambda: torch_results(repeats, shape, devices)] if with_torch else [])
     results = {}
     for part in reversed(parts) if torch_first else parts:
         results.update(part())
@@ -159,22 +202,38 @@ def describe_ratio(values: list[float], rounds: int) -> str:
     return f"{np.median(values):.2f}x ({min(values):.2f}-{max(values):.2f} over {counted} rounds)"
 
 
-def rows_for(name: str, r: dict) -> list[list]:
-    train_tok_s = B * T / r["train_s"]
+def rows_for(name: str, r: dict, shape: Shape = SHAPES["card"]) -> list[list]:
+    train_tok_s = shape.batch * shape.seq / r["train_s"]
     achieved = train_tok_s * r["flops_per_token"] / 1e9
-    return [
-        [name, "train step (32x64)", f"{train_tok_s:,.0f} tok/s", f"{r['train_s'] * 1e3:.1f} ms",
+    sampled = shape.prompts * shape.new
+    rows = [
+        [name, f"train step ({shape.batch}x{shape.seq})", f"{train_tok_s:,.0f} tok/s", f"{r['train_s'] * 1e3:.1f} ms",
          f"{achieved:.1f} GFLOP/s ({100 * achieved / r['matmul_gflops']:.0f}% of matmul)"],
-        [name, "sample, KV cache (64x48)", f"{PROMPTS * NEW / r['sample_s']:,.0f} tok/s", f"{r['sample_s'] * 1e3:.1f} ms",
-         f"{r['recompute_s'] / r['sample_s']:.1f}x faster than recompute"],
-        [name, "sample, recompute (64x48)", f"{PROMPTS * NEW / r['recompute_s']:,.0f} tok/s",
+        [name, f"sample, KV cache ({shape.prompts}x{shape.new})", f"{sampled / r['sample_s']:,.0f} tok/s",
+         f"{r['sample_s'] * 1e3:.1f} ms", f"{r['recompute_s'] / r['sample_s']:.1f}x faster than recompute"],
+        [name, f"sample, recompute ({shape.prompts}x{shape.new})", f"{sampled / r['recompute_s']:,.0f} tok/s",
          f"{r['recompute_s'] * 1e3:.1f} ms", ""],
         [name, "float32 matmul peak", f"{r['matmul_gflops']:.1f} GFLOP/s", "", ""],
     ]
+    if "matmul_tf32_gflops" in r:
+        rows.append([name, "TF32 matmul peak", f"{r['matmul_tf32_gflops']:.1f} GFLOP/s", "", ""])
+    return rows
+
+
+def machine_info(names: list[str]) -> dict:
+    machine = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+               "cpu_count": os.cpu_count(), "numpy": np.__version__}
+    if "cupy" in names:
+        with backend.using("cupy"):
+            cupy = backend.xp()
+            machine["gpu"] = cupy.cuda.runtime.getDeviceProperties(0)["name"].decode()
+            machine["cupy"] = cupy.__version__
+    return machine
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--shape", default="card", choices=sorted(SHAPES), help="model size and batch (default: card)")
     parser.add_argument("--backends", default=None, help="comma list (default: every available backend)")
     parser.add_argument("--repeats", type=int, default=5, help="timed repetitions per measurement")
     parser.add_argument("--rounds", type=int, default=1,
@@ -195,18 +254,19 @@ def main(argv=None) -> int:
             return 2
     backend.use("numpy")
     with_torch = not args.no_torch and torch_available()
+    shape = SHAPES[args.shape]
     rounds = []
     for i in range(args.rounds):
-        rounds.append(bench_round(names, repeats, with_torch, torch_first=i % 2 == 1))
+        rounds.append(bench_round(names, repeats, with_torch, torch_first=i % 2 == 1, shape=shape))
         if with_torch and not any(name.startswith("torch") for name in rounds[-1]):
             print(f"(the torch child failed in round {i + 1} of {args.rounds}; later rounds run without it)",
                   file=sys.stderr)
             with_torch = False
     results = median_over_rounds(rounds)
-    machine = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-               "cpu_count": os.cpu_count(), "numpy": np.__version__}
-    print(f"machine: {machine['processor']}, {machine['cpu_count']} CPUs, numpy {machine['numpy']}\n")
-    rows = [row for name, r in results.items() for row in rows_for(name, r)]
+    machine = machine_info(names)
+    print(f"machine: {machine['processor']}, {machine['cpu_count']} CPUs, numpy {machine['numpy']}"
+          + (f", {machine['gpu']}, cupy {machine['cupy']}" if "gpu" in machine else "") + "\n")
+    rows = [row for name, r in results.items() for row in rows_for(name, r, shape)]
     print(format_table(rows, ["impl", "measurement", "throughput", "time", "note"]))
     ratios = ratios_by_round(rounds)
     for pair, values in ratios.items():
@@ -214,7 +274,8 @@ def main(argv=None) -> int:
               f"sample {describe_ratio(values['sample'], args.rounds)} (above 1: minirl is faster)")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"machine": machine, "batch": [B, T], "sampling": [PROMPTS, NEW], "repeats": repeats,
+            json.dump({"machine": machine, "shape": args.shape, "config": shape.config().to_dict(),
+                       "batch": [shape.batch, shape.seq], "sampling": [shape.prompts, shape.new], "repeats": repeats,
                        "results": results, "ratios": ratios, "rounds": rounds}, f, indent=2)
     return 0
 

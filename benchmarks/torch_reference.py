@@ -15,8 +15,14 @@ import torch
 import torch.nn as tnn
 import torch.nn.functional as tF
 
-V, BLOCK, L, H, C = 2048, 64, 4, 3, 128
-HS = C // H
+V, BLOCK, L, H, C, HS = 2048, 64, 4, 3, 128, 42
+"""The default card; `configure` sets them from minirl's GPTConfig for other shapes."""
+
+
+def configure(model: dict) -> None:
+    global V, BLOCK, L, H, C, HS
+    V, BLOCK, L, H, C = (model[k] for k in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"))
+    HS = model["head_size"] or C // H
 
 
 class Block(tnn.Module):
@@ -82,8 +88,16 @@ def _sample(model, prompts, new, use_cache):
     return tokens
 
 
-def bench_torch(repeats, B, T, new, n_prompts, prompt_len) -> dict:
-    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+def _gemm_gflops(device, m, k, n, repeats, sync) -> float:
+    a, w = torch.randn(m, k, device=device), torch.randn(k, n, device=device)
+    return 2 * m * k * n / _timed(lambda: a @ w, max(repeats, 5), sync) / 1e9
+
+
+def bench_torch(repeats: int, spec: dict) -> dict:
+    """Time each device named in spec["devices"] that this PyTorch can use, on spec's shape."""
+    configure(spec["model"])
+    B, T, new, n_prompts, prompt_len = (spec[k] for k in ("batch", "seq", "new", "prompts", "prompt_len"))
+    devices = [d for d in spec["devices"].split(",") if d == "cpu" or torch.cuda.is_available()]
     results = {}
     for device in devices:
         sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
@@ -104,22 +118,25 @@ def bench_torch(repeats, B, T, new, n_prompts, prompt_len) -> dict:
             opt.step()
 
         prompts = torch.randint(0, V, (n_prompts, prompt_len), device=device)
-        a = torch.randn(2048, 1024, device=device)
-        w = torch.randn(1024, 1024, device=device)
-        matmul_s = _timed(lambda: a @ w, max(repeats, 5), sync)
+        m, k, n = spec["gemm"]["gpu" if device == "cuda" else "cpu"]
+        figures = {"matmul_gflops": _gemm_gflops(device, m, k, n, repeats, sync)}
+        if device == "cuda":  # TensorFloat-32: float32 storage, 10-bit-mantissa products on the tensor cores
+            torch.backends.cuda.matmul.allow_tf32 = True
+            figures["matmul_tf32_gflops"] = _gemm_gflops(device, m, k, n, repeats, sync)
+            torch.backends.cuda.matmul.allow_tf32 = False
         n_matmul = sum(p.numel() for n, p in model.named_parameters() if not n.startswith("wpe"))
-        results[f"torch-{device}"] = {
-            "train_s": _timed(train_step, repeats, sync),
-            "sample_s": _timed(lambda: _sample(model, prompts, new, True), repeats, sync),
-            "recompute_s": _timed(lambda: _sample(model, prompts, new, False), max(1, repeats // 2), sync),
-            "matmul_gflops": 2 * 2048 * 1024 * 1024 / matmul_s / 1e9,
-            "flops_per_token": 6 * n_matmul + 12 * L * H * HS * BLOCK,
-        }
+        results[f"torch-{device}"] = dict(
+            figures,
+            train_s=_timed(train_step, repeats, sync),
+            sample_s=_timed(lambda: _sample(model, prompts, new, True), repeats, sync),
+            recompute_s=_timed(lambda: _sample(model, prompts, new, False), max(1, repeats // 2), sync),
+            flops_per_token=6 * n_matmul + 12 * L * H * HS * T,
+            parameters=sum(p.numel() for p in model.parameters()),
+        )
+        del model, opt
     return results
-
 
 
 if __name__ == "__main__":
     # bench_gpt.py runs this in its own process, so neither library's idle threads slow the other.
-    repeats, B, T, new, n_prompts, prompt_len = map(int, sys.argv[1:7])
-    print(json.dumps(bench_torch(repeats, B, T, new, n_prompts, prompt_len)))
+    print(json.dumps(bench_torch(int(sys.argv[1]), json.loads(sys.argv[2]))))

@@ -93,8 +93,8 @@ def test_gpt_benchmark_takes_turns_and_compares_the_same_device(bench_gpt, monke
     torch_rounds = iter([{"torch-cpu": figures(1.1, 1.5), "torch-cuda": figures(0.1, 0.1)},
                          {"torch-cpu": figures(1.3, 1.7)}, {}])
     monkeypatch.setattr(bench_gpt, "torch_available", lambda: True)
-    monkeypatch.setattr(bench_gpt, "bench_minirl", lambda repeats: order.append("minirl") or figures(1.0, 1.0))
-    monkeypatch.setattr(bench_gpt, "torch_results", lambda repeats: order.append("torch") or next(torch_rounds))
+    monkeypatch.setattr(bench_gpt, "bench_minirl", lambda repeats, *shape: order.append("minirl") or figures(1.0, 1.0))
+    monkeypatch.setattr(bench_gpt, "torch_results", lambda repeats, *shape: order.append("torch") or next(torch_rounds))
     out = tmp_path / "gpt.json"
     assert bench_gpt.main(["--rounds", "4", "--backends", "numpy", "--json", str(out)]) == 0
     # PyTorch goes first in every other round; after its child fails (round 3) it is not asked again
