@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 
-from minirl import backend
+from minirl import backend, kernels
 from minirl.tensor import Tensor, as_tensor, is_grad_enabled
 
 __all__ = [
@@ -310,10 +310,6 @@ def layer_norm(x, weight=None, bias=None, eps: float = 1e-5) -> Tensor:
     return Tensor._make(out.reshape(x.shape), parents, _backward)
 
 
-_GELU_C = math.sqrt(2.0 / math.pi)
-_GELU_A = 0.044715
-
-
 def gelu(x) -> Tensor:
     """GELU, tanh form (Hendrycks & Gimpel 2016; as in GPT-2):
     ``y = ½x(1 + tanh(u))``, ``u = √(2/π)(x + 0.044715x³)``.
@@ -322,39 +318,17 @@ def gelu(x) -> Tensor:
     ½(1 + tanh u) = σ(2u)), because NumPy's exp is vectorised and its tanh is not.
     Fused to keep one array, ``s = 1 + e^{-2u}``. Derivative, with ``σ = 1/s``:
     ``dy/dx = σ + 2x·σ(1 - σ)·√(2/π)(1 + 3·0.044715x²)``.
-    Both directions run row-parallel (`backend.parallel_rows`).
+    Both directions are one kernel each (`kernels.gelu_forward`, `kernels.gelu_backward`).
     """
     x = as_tensor(x)
     xp = backend.get_array_module(x.data)
     x2 = x.data.reshape(-1, x.shape[-1]) if x.ndim else x.data.reshape(1, 1)
     s, out = xp.empty_like(x2), xp.empty_like(x2)
-
-    def forward(x, s, out):
-        xp.multiply(x, x, out=s)  # s: x² -> -2u -> 1 + exp(-2u), in place
-        s *= -2.0 * _GELU_C * _GELU_A
-        s += -2.0 * _GELU_C
-        s *= x
-        with backend.ignore_overflow():  # exp(-2u) = inf for x < -10.1 in float32: y = x/inf = -0, as it should
-            xp.exp(s, out=s)
-        s += 1.0
-        xp.divide(x, s, out=out)
-    backend.parallel_rows(forward, x2, s, out)
+    kernels.gelu_forward(x2, s, out)
 
     def _backward(g):
-        g2 = g.reshape(x2.shape)
-        d, sig = xp.empty_like(x2), xp.empty_like(x2)
-
-        def backward(x, s, g, d, sig):
-            xp.reciprocal(s, out=sig)  # σ(2u)
-            xp.multiply(x, x, out=d)  # d: 2x·√(2/π)(1 + 3a·x²) -> ·σ(1-σ) -> + σ -> ·g
-            d *= 2.0 * _GELU_C * 3 * _GELU_A
-            d += 2.0 * _GELU_C
-            d *= x
-            d *= sig
-            d -= d * sig
-            d += sig
-            d *= g
-        backend.parallel_rows(backward, x2, s, g2, d, sig)
+        d = xp.empty_like(x2)
+        kernels.gelu_backward(x2, s, g.reshape(x2.shape), d)
         return (d.reshape(x.shape),)
     return Tensor._make(out.reshape(x.shape), (x,), _backward)
 

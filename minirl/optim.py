@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 
-from minirl import backend
+from minirl import backend, kernels
 
 
 class Optimizer:
@@ -121,27 +121,12 @@ class AdamW(Optimizer):
     def step(self) -> None:
         self.step_count += 1
         beta1, beta2 = self.betas
-        bias1 = 1.0 - beta1 ** self.step_count
-        bias2 = 1.0 - beta2 ** self.step_count
         for p, m, v in zip(self.params, self.exp_avg, self.exp_avg_sq):
             if p.grad is None:
                 continue
-            xp = backend.get_array_module(p.data)
-            g = p.grad
-            m *= beta1
-            m += (1.0 - beta1) * g
-            v *= beta2
-            step = xp.multiply(g, g)  # a scratch array, reused in place for the rest of the update
-            step *= 1.0 - beta2
-            v += step
-            xp.sqrt(v, out=step)
-            step *= 1.0 / math.sqrt(bias2)  # √v̂ = √v / √(1-β2^t)
-            step += self.eps
-            xp.divide(m, step, out=step)
-            step *= self.lr / bias1  # lr · m̂ / (√v̂ + eps)
-            if self.weight_decay and p.ndim >= 2:
-                p.data *= 1.0 - self.lr * self.weight_decay
-            p.data -= step
+            decay = 1.0 - self.lr * self.weight_decay if self.weight_decay and p.ndim >= 2 else 1.0
+            kernels.adamw(p.data, p.grad, m, v, lr=self.lr, beta1=beta1, beta2=beta2, eps=self.eps, decay=decay,
+                          step=self.step_count)  # one fused kernel per parameter on a GPU
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)

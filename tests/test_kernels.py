@@ -1,0 +1,117 @@
+"""The backend layer's fused kernels against their formulas, in both of their forms.
+
+On every backend the public functions are checked against float64 references written
+straight from the docstrings. The CUDA source of each ElementwiseKernel is also run on
+the CPU, through a tiny translator from its C statements to NumPy, so a wrong formula
+in a GPU kernel fails here on every CI run, not only on a machine with a GPU.
+"""
+
+import math
+import re
+import types
+
+import numpy as np
+import pytest
+
+from minirl import backend, kernels
+
+host = backend.to_numpy
+
+
+def gelu_reference(x):
+    u = math.sqrt(2 / math.pi) * (x + 0.044715 * x ** 3)
+    return 0.5 * x * (1 + np.tanh(u))
+
+
+def gelu_slope_reference(x):
+    u = math.sqrt(2 / math.pi) * (x + 0.044715 * x ** 3)
+    du = math.sqrt(2 / math.pi) * (1 + 3 * 0.044715 * x ** 2)
+    return 0.5 * (1 + np.tanh(u)) + 0.5 * x * (1 - np.tanh(u) ** 2) * du
+
+
+def adamw_reference(p, g, m, v, lr, beta1, beta2, eps, decay, step):
+    """Kingma & Ba's update with decoupled decay, written the long way in float64."""
+    m = beta1 * m + (1 - beta1) * g
+    v = beta2 * v + (1 - beta2) * g * g
+    m_hat, v_hat = m / (1 - beta1 ** step), v / (1 - beta2 ** step)
+    return p * decay - lr * m_hat / (np.sqrt(v_hat) + eps), m, v
+
+
+def case(seed=0, shape=(7, 33)):
+    rng = np.random.default_rng(seed)
+    return [rng.standard_normal(shape) * scale for scale in (3.0, 1.0, 0.1, 0.01)]
+
+
+def test_gelu_kernels_match_the_formula(backend_name):
+    x = np.concatenate([case()[0], np.array([[-30.0, -10.2, 0.0, 10.2, 30.0] + [0.5] * 28])])  # exp(-2u) overflows left
+    x32 = backend.to_backend(x, dtype=np.float32)
+    s, out, d = (backend.xp().empty_like(x32) for _ in range(3))
+    kernels.gelu_forward(x32, s, out)
+    np.testing.assert_allclose(host(out), gelu_reference(x), rtol=2e-6, atol=2e-6)
+    g = np.random.default_rng(1).standard_normal(x.shape)
+    kernels.gelu_backward(x32, s, backend.to_backend(g, dtype=np.float32), d)
+    np.testing.assert_allclose(host(d), g * gelu_slope_reference(x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("decay", [1.0, 1 - 1e-3 * 0.1])
+def test_adamw_kernel_matches_the_long_way(backend_name, decay):
+    p, g, m, v = case()
+    v = np.abs(v)
+    hp = dict(lr=1e-3, beta1=0.9, beta2=0.95, eps=1e-8, decay=decay, step=7)
+    want = adamw_reference(p, g, m, v, **hp)
+    arrays = [backend.to_backend(a, dtype=np.float32) for a in (p, g, m, v)]
+    kernels.adamw(*arrays, **hp)
+    for got, expected in zip([arrays[0], arrays[2], arrays[3]], want):
+        np.testing.assert_allclose(host(got), expected, rtol=1e-5, atol=1e-7)
+
+
+class CSourceOnCPU:
+    """Stands in for cupy.ElementwiseKernel: runs its C operation as NumPy statements.
+
+    Each ``T name = expr;`` or ``name = expr;`` becomes ``name = expr`` (an output
+    parameter is written in place), ``(T)`` casts are dropped, exp/sqrt are NumPy's.
+    Arithmetic runs in float64, so this checks the formula, not the rounding.
+    """
+
+    def __init__(self, in_params, out_params, operation, name):
+        self.ins = [p.split()[-1] for p in in_params.split(",")]
+        self.outs = [p.split()[-1] for p in out_params.split(",")]
+        statements = [s.strip() for s in operation.split(";") if s.strip()]
+        lines = []
+        for statement in statements:
+            target, expr = (part.strip() for part in statement.split("=", 1))
+            target = re.sub(r"^T\s+", "", target)
+            expr = expr.replace("(T)", "")
+            lines.append(f"{target}[...] = {expr}" if target in self.outs else f"{target} = {expr}")
+        self.code = compile("\n".join(lines), f"<{name}>", "exec")
+
+    def __call__(self, *args):
+        scope = dict(zip(self.ins + self.outs, args), exp=np.exp, sqrt=np.sqrt)
+        with np.errstate(over="ignore"):
+            exec(self.code, scope)
+
+
+@pytest.fixture
+def cuda_source_on_cpu(monkeypatch):
+    """Make the kernels take their ElementwiseKernel path with CSourceOnCPU as the compiler."""
+    fake = types.SimpleNamespace(__name__="cuda_source_on_cpu", ElementwiseKernel=CSourceOnCPU,
+                                 empty_like=np.empty_like)
+    monkeypatch.setattr(kernels.backend, "get_array_module", lambda *a: fake)
+    monkeypatch.setattr(kernels, "_compiled", {})
+    return fake
+
+
+def test_every_cuda_kernel_computes_its_formula(cuda_source_on_cpu):
+    x, g, m, v = case(3)
+    s, out, d = np.empty_like(x), np.empty_like(x), np.empty_like(x)
+    kernels.gelu_forward(x, s, out)
+    np.testing.assert_allclose(out, gelu_reference(x), rtol=1e-9, atol=1e-9)  # the reference cancels for x ≪ 0
+    kernels.gelu_backward(x, s, g, d)
+    np.testing.assert_allclose(d, g * gelu_slope_reference(x), rtol=1e-10, atol=1e-14)
+    p, v = x.copy(), np.abs(v)
+    hp = dict(lr=3e-4, beta1=0.9, beta2=0.999, eps=1e-8, decay=1 - 3e-4 * 0.01, step=3)
+    want = adamw_reference(p, g, m, v, **hp)
+    kernels.adamw(p, g, m, v, **hp)
+    for got, expected in zip((p, m, v), want):
+        np.testing.assert_allclose(got, expected, rtol=1e-12)
+    assert {name for _, name in kernels._compiled} == {"gelu_forward", "gelu_backward", "adamw"}
