@@ -237,14 +237,10 @@ def set_rng_state(state: dict) -> None:
 def scatter_add(target, indices, values) -> None:
     """In place ``target[indices] += values``, summing repeated indices (the backward of a gather).
 
-    NumPy spells it ``np.add.at``; CuPy spells it ``cupyx.scatter_add``.
+    Both libraries spell it ``add.at``. On CuPy it adds with atomics, so the order of a
+    repeated index's additions, and so the float32 sum's last bit, can differ from run to run.
     """
-    if get_array_module(target) is np:
-        np.add.at(target, indices, values)
-    else:
-        import cupyx
-
-        cupyx.scatter_add(target, indices, values)
+    get_array_module(target).add.at(target, indices, values)
 
 
 def einsum_into(subscripts: str, *operands, out) -> None:
