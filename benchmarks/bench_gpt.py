@@ -96,7 +96,7 @@ def flops_per_token(cfg: GPTConfig, n_matmul_params: int, seq: int) -> float:
     return 6 * n_matmul_params + 12 * cfg.n_layer * cfg.n_head * cfg.head_size * seq
 
 
-def bench_minirl(repeats: int, shape: Shape = SHAPES["card"]) -> dict:
+def bench_minirl(repeats: int, shape: Shape = SHAPES["card"], recompute: bool = True) -> dict:
     backend.manual_seed(0)
     cfg = shape.config()
     model = GPT(cfg)
@@ -121,22 +121,25 @@ def bench_minirl(repeats: int, shape: Shape = SHAPES["card"]) -> dict:
     matmul_s = timed(lambda: a @ w, max(repeats, 5))
     del a, w
     n_matmul = model.num_parameters(exclude_embeddings=True)
-    return {"train_s": timed(train_step, repeats), "sample_s": timed(lambda: sample(True), repeats),
-            "recompute_s": timed(lambda: sample(False), max(1, repeats // 2)),
-            "matmul_gflops": 2 * m * k * n / matmul_s / 1e9,
-            "flops_per_token": flops_per_token(cfg, n_matmul, shape.seq),
-            "parameters": model.num_parameters()}
+    figures = {"train_s": timed(train_step, repeats), "sample_s": timed(lambda: sample(True), repeats),
+               "matmul_gflops": 2 * m * k * n / matmul_s / 1e9,
+               "flops_per_token": flops_per_token(cfg, n_matmul, shape.seq), "parameters": model.num_parameters()}
+    if recompute:
+        figures["recompute_s"] = timed(lambda: sample(False), max(1, repeats // 2))
+    return figures
 
 
 def torch_available() -> bool:
     return importlib.util.find_spec("torch") is not None
 
 
-def torch_results(repeats: int, shape: Shape = SHAPES["card"], devices: str = "cpu,cuda") -> dict:
+def torch_results(repeats: int, shape: Shape = SHAPES["card"], devices: str = "cpu,cuda",
+                  recompute: bool = True) -> dict:
     """PyTorch eager on the same shapes, in a child process (torch is optional, never imported here);
     {} if the child fails, after saying why on stderr."""
     script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "torch_reference.py")
-    spec = dict(shape._asdict(), model=shape.config().to_dict(), prompt_len=PROMPT_LEN, gemm=GEMM, devices=devices)
+    spec = dict(shape._asdict(), model=shape.config().to_dict(), prompt_len=PROMPT_LEN, gemm=GEMM, devices=devices,
+                recompute=recompute)
     done = subprocess.run([sys.executable, script, str(repeats), json.dumps(spec)], capture_output=True, text=True)
     if done.returncode != 0:
         why = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]

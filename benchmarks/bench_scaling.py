@@ -25,10 +25,25 @@ from minirl import backend  # noqa: E402
 from minirl.table import format_table  # noqa: E402
 
 
-def measure(shapes: list[str], names: list[str], repeats: int, with_torch: bool) -> dict:
-    """{shape: {impl: figures}}, each shape timed in one bench_gpt round."""
-    return {shape: bench_gpt.bench_round(names, repeats, with_torch, torch_first=False, shape=bench_gpt.SHAPES[shape])
-            for shape in shapes}
+def measure(shapes: list[str], names: list[str], repeats: int, with_torch: bool, save=None) -> dict:
+    """{shape: {impl: figures}}: every shape on the GPU first (minirl, then PyTorch), then on
+    the CPU, each figure printed as it comes and `save(results)` called after each, so a run
+    stopped early keeps what it measured. Sampling is timed with the KV cache only."""
+    results: dict = {}
+    for name in sorted(names, key=lambda n: n != "cupy"):
+        for shape_name in shapes:
+            shape = bench_gpt.SHAPES[shape_name]
+            backend.use(name)
+            measured = {f"minirl-{name}": bench_gpt.bench_minirl(repeats, shape, recompute=False)}
+            backend.use("numpy")
+            if with_torch:
+                measured.update(bench_gpt.torch_results(repeats, shape, bench_gpt.TORCH_DEVICE[name], recompute=False))
+            results.setdefault(shape_name, {}).update(measured)
+            for row in rows({shape_name: measured}):
+                print("  ".join(row), flush=True)
+            if save:
+                save(results)
+    return results
 
 
 def rows(results: dict) -> list[list]:
@@ -98,14 +113,18 @@ def main(argv=None) -> int:
             print(f"error: {e}", file=sys.stderr)
             return 2
     backend.use("numpy")
-    results = measure(shapes, names, args.repeats, not args.no_torch and bench_gpt.torch_available())
+    machine = bench_gpt.machine_info(names)
+
+    def save(results: dict) -> None:
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump({"machine": machine, "repeats": args.repeats,
+                           "shapes": {s: bench_gpt.SHAPES[s]._asdict() for s in shapes}, "results": results}, f,
+                          indent=2)
+    results = measure(shapes, names, args.repeats, not args.no_torch and bench_gpt.torch_available(), save)
+    print()
     print(format_table(rows(results), ["shape", "params", "impl", "train tok/s", "sample tok/s",
                                        "model GFLOP/s (% of matmul peak)"]))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"machine": bench_gpt.machine_info(names), "repeats": args.repeats,
-                       "shapes": {s: bench_gpt.SHAPES[s]._asdict() for s in shapes}, "results": results}, f,
-                      indent=2)
     if args.plot and not plot(results, args.plot):
         print("plot skipped: matplotlib is not installed (pip install matplotlib)", file=sys.stderr)
     return 0

@@ -13,7 +13,8 @@
 #   full     happy_gpt's default run on cupy
 # It uses the CuPy (and PyTorch, if any) already installed, downloads nothing, and stops at once
 # with exit status 2 when CuPy cannot see a GPU. PYTHON picks the interpreter (default python3);
-# GPU_LIMIT_<STAGE>=SECONDS changes a stage's time limit (e.g. GPU_LIMIT_FULL=600).
+# GPU_LIMIT_<STAGE>=SECONDS changes a stage's time limit (e.g. GPU_LIMIT_FULL=600), and
+# GPU_BENCH_REPEATS / GPU_BENCH_ROUNDS bench_gpt's repetitions (default 10 and 2).
 set -uo pipefail
 
 if [ $# -ne 1 ]; then
@@ -50,7 +51,7 @@ summary="$out/summary.tsv"
 printf 'stage\texit\tseconds\tresult\n' >"$summary"
 
 run_stage() {  # run_stage NAME LIMIT_SECONDS COMMAND...: log, time limit, one summary row
-    local name=$1 start rc override="GPU_LIMIT_${1^^}"
+    local name=$1 start rc override="GPU_LIMIT_${stage^^}"  # the stage's name: GPU_LIMIT_QUICK covers both
     local limit=${!override:-$2}
     shift 2
     start=$(date +%s)
@@ -76,7 +77,7 @@ for stage in $stages; do
         bench) run_stage bench 240 "$py" benchmarks/bench_gpt.py --backends numpy,cupy --repeats "${GPU_BENCH_REPEATS:-10}" \
                    --rounds "${GPU_BENCH_ROUNDS:-2}" \
                    --json "$out/bench_gpt.json" ;;
-        scaling) run_stage scaling 300 "$py" benchmarks/bench_scaling.py --backends numpy,cupy --repeats 2 \
+        scaling) run_stage scaling 420 "$py" benchmarks/bench_scaling.py --backends numpy,cupy --repeats 2 \
                      --json "$out/scaling.json" --plot "$out/scaling.png" ;;
         quick) run_stage quick_cupy 120 "$py" -m minirl.examples.happy_gpt --quick --backend cupy \
                    --out "$out/happy_quick_cupy"

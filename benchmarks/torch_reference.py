@@ -129,10 +129,12 @@ def bench_torch(repeats: int, spec: dict) -> dict:
             figures,
             train_s=_timed(train_step, repeats, sync),
             sample_s=_timed(lambda: _sample(model, prompts, new, True), repeats, sync),
-            recompute_s=_timed(lambda: _sample(model, prompts, new, False), max(1, repeats // 2), sync),
             flops_per_token=6 * n_matmul + 12 * L * H * HS * T,
             parameters=sum(p.numel() for p in model.parameters()),
         )
+        if spec.get("recompute", True):
+            results[f"torch-{device}"]["recompute_s"] = _timed(lambda: _sample(model, prompts, new, False),
+                                                               max(1, repeats // 2), sync)
         del model, opt
     return results
 

@@ -153,3 +153,41 @@ def test_first_megabytes_keeps_whole_documents_within_the_budget(bench_tokenizer
     assert bench_tokenizer.first_megabytes(texts, 0.8) == texts[:2]
     assert bench_tokenizer.first_megabytes(texts, 0.79) == texts[:1]
     assert bench_tokenizer.first_megabytes(texts, 0.1) == []
+
+
+def test_scaling_benchmark_measures_every_shape_and_saves_as_it_goes(tmp_path, capsys, monkeypatch):
+    bench_scaling = load_script("bench_scaling")
+    shapes = bench_scaling.bench_gpt.SHAPES
+    monkeypatch.setitem(shapes, "tiny", shapes["card"]._replace(
+        model=dict(vocab_size=128, block_size=32, n_layer=1, n_head=2, n_embd=32), batch=4, seq=16, prompts=4, new=8))
+    monkeypatch.setitem(shapes, "small", shapes["tiny"]._replace(model=dict(shapes["tiny"].model, n_layer=2)))
+    out, saves = tmp_path / "scaling.json", []
+    real_dump = bench_scaling.json.dump
+    monkeypatch.setattr(bench_scaling.json, "dump", lambda obj, f, **kw: saves.append(list(obj["results"]))
+                        or real_dump(obj, f, **kw))
+    assert bench_scaling.main(["--shapes", "tiny,small", "--backends", "numpy", "--no-torch", "--repeats", "1",
+                               "--json", str(out)]) == 0
+    assert saves == [["tiny"], ["tiny", "small"]]  # written after each shape, so a stopped run keeps its figures
+    results = json.loads(out.read_text())["results"]
+    tiny, small = results["tiny"]["minirl-numpy"], results["small"]["minirl-numpy"]
+    assert small["parameters"] > tiny["parameters"] > 0 and "recompute_s" not in tiny
+    assert "small" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        bench_scaling.main(["--shapes", "card,gpt3"])
+    assert "unknown 'gpt3'" in capsys.readouterr().err
+
+
+def test_gpu_command_refuses_cleanly_without_a_gpu(tmp_path):
+    import subprocess
+    import sys
+
+    if backend.cupy_available():
+        pytest.skip("a GPU is visible here, so benchmarks/gpu.sh would run")
+    script = str(BENCH / "gpu.sh")
+    done = subprocess.run(["bash", script, str(tmp_path / "out")], capture_output=True, text=True,
+                          env={"PATH": "/usr/bin:/bin", "PYTHON": sys.executable})
+    assert done.returncode == 2 and done.stdout == ""
+    assert "needs CuPy and an NVIDIA GPU it can see; nothing was run" in done.stderr
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["device.txt"]  # no stage started
+    usage = subprocess.run(["bash", script], capture_output=True, text=True)
+    assert usage.returncode == 2 and "usage: bash benchmarks/gpu.sh OUTDIR" in usage.stderr
