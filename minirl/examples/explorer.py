@@ -169,7 +169,7 @@ class Explorer:
             out_rows.append({"score": float(rollout.scores[b]), "text": rollout.texts[b], "ended": bool(rollout.ended[b]),
                              "reward_sum": float(cols["reward"][b][mask[b]].sum()), "tokens": cells})
         return {"seed": seed, "kl_coef": ppo.kl_coef, "kl_estimator": ppo.kl_estimator, "gamma": ppo.gamma,
-                "lam": ppo.lam, "has_value_model": self.run.value_model is not None,
+                "lam": ppo.lam, "gamma_lam": ppo.gamma * ppo.lam, "has_value_model": self.run.value_model is not None,
                 "prompt_length": rollout.prompt_length, "rows": out_rows}
 
     def ppo_step(self, seed=0, steps=1, rows=None) -> dict:
