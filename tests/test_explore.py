@@ -62,6 +62,7 @@ def test_ledger_adds_up_and_shows_the_masks(explorer):
         np.testing.assert_allclose([c["delta"] for c in steps], r + out["gamma"] * np.append(v[1:], 0) - v, atol=1e-5)
         adv = np.array([c["advantage"] for c in steps])
         np.testing.assert_allclose(adv, [c["delta"] + gamma_lam * c["next_advantage"] for c in steps], atol=1e-5)
+        assert [c["next_t"] for c in steps] == [c["t"] for c in steps[1:]] + [None]
         assert steps[-1]["next_advantage"] == 0  # A_{T+1} = 0: the recursion starts at the last token
         np.testing.assert_allclose([c["return"] for c in steps], adv + v, atol=1e-5)
 
@@ -139,3 +140,14 @@ def test_app_answers_bad_input_with_a_message_and_concurrent_requests_in_turn(cl
         t.join()
     assert [r.status_code for r in results] == [200] * 4
     assert all(len(r.get_json()["answers"]) == 3 for r in results)
+
+
+def test_the_speed_benchmark_runs(tiny_run, capsys):
+    import importlib.util
+    import pathlib
+    path = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "bench_explore.py"
+    spec = importlib.util.spec_from_file_location("bench_explore", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.main(["--out", str(tiny_run), "--requests", "1"]) == 0
+    assert "a Generate request for three models took" in capsys.readouterr().out

@@ -102,9 +102,11 @@ class Explorer:
                 model = self.run.models[key]
                 gen = generate(model, [ids], max_new_tokens, temperature=temperature, top_k=top_k or None,
                                eot_id=self.tok.eot_id, rng=backend.rng(seed))
-                with no_grad():
-                    logp = model.logprobs(gen.tokens, gen.attention_mask, temperature=temperature).data[0]  # (T,)
-                    ref_logp = ref.logprobs(gen.tokens, gen.attention_mask, temperature=temperature).data[0]
+                with no_grad():  # without top-k the sampler's log-probs already are those of softmax(logits/τ)
+                    logp = gen.logprobs[0] if not top_k else \
+                        model.logprobs(gen.tokens, gen.attention_mask, temperature=temperature).data[0]  # (T,)
+                    ref_logp = logp if model is ref else \
+                        ref.logprobs(gen.tokens, gen.attention_mask, temperature=temperature).data[0]
                 mask = backend.to_numpy(gen.response_mask[0]).astype(bool)
                 tokens = backend.to_numpy(gen.tokens[0])
                 logp, ref_logp = backend.to_numpy(logp), backend.to_numpy(ref_logp)
@@ -155,8 +157,7 @@ class Explorer:
         out_rows = []
         for b in range(tokens.shape[0]):
             steps = np.flatnonzero(mask[b])
-            next_adv = {int(t): float(cols["advantage"][b, steps[i + 1]]) if i + 1 < len(steps) else 0.0
-                        for i, t in enumerate(steps)}
+            following = {int(t): int(steps[i + 1]) if i + 1 < len(steps) else None for i, t in enumerate(steps)}
             cells = []
             for t in range(tokens.shape[1]):
                 kind = "response" if mask[b, t] else ("prompt" if t < rollout.prompt_length and attention[b, t]
@@ -164,7 +165,9 @@ class Explorer:
                 cell = {"t": t, "text": self._piece(int(tokens[b, t])), "kind": kind, "mask": int(mask[b, t])}
                 if mask[b, t]:
                     cell.update({k: float(v[b, t]) for k, v in cols.items()})
-                    cell["next_advantage"] = next_adv[t]
+                    nxt = following[t]  # the next action's column: masked columns are not steps
+                    cell["next_t"] = nxt
+                    cell["next_advantage"] = float(cols["advantage"][b, nxt]) if nxt is not None else 0.0
                 cells.append(cell)
             out_rows.append({"score": float(rollout.scores[b]), "text": rollout.texts[b], "ended": bool(rollout.ended[b]),
                              "reward_sum": float(cols["reward"][b][mask[b]].sum()), "tokens": cells})

@@ -102,9 +102,14 @@ function drawLedger() {
     table.append(tr);
   }
   const cell = row.tokens.find((c) => c.t === gaeCursor);
-  $("gae-eq").textContent = cell
-    ? `A_${cell.t} = δ_${cell.t} + γλ·A_next = ${fmt(cell.delta)} + ${fmt(ledger.gamma_lam, 3)} × ${fmt(cell.next_advantage)} = ${fmt(cell.advantage)}`
-    : (gaeCursor === null ? "every A_t filled in" : "press step to start at the last token T");
+  const sub = (name, t) => `${name}<sub>${t}</sub>`;
+  $("gae-eq").innerHTML = cell
+    ? `${sub("A", cell.t)} = ${sub("δ", cell.t)} + γλ·${sub("A", cell.next_t ?? "T+1")} = ${fmt(cell.delta)} + ` +
+      `${fmt(ledger.gamma_lam, 3)} × ${fmt(cell.next_advantage)} = <b>${fmt(cell.advantage)}</b>` +
+      (cell.next_t === null ? " (the last token T: nothing after it)" : "")
+    : (gaeCursor === null ? "every A<sub>t</sub> filled in" : "press step to start at the last token T");
+  const current = table.querySelector("tr.cursor");
+  if (current) current.scrollIntoView({block: "nearest"});
 }
 
 $("ledger-form").addEventListener("submit", async (event) => {
@@ -246,8 +251,9 @@ $("reward-form").addEventListener("submit", async (event) => {
 (async () => {
   overview = await api("overview", {});
   if (!overview) { $("run-info").textContent = "the server did not answer"; return; }
-  const m = overview.models, names = {pretrained: "pretrained", sft: "SFT", final: overview.algo};
-  const parts = Object.entries(m).map(([k, v]) => `${names[k] || k}: R ${fmt(v.reward, 3)}, KL ${fmt(v.kl_to_sft, 2)}`);
+  const names = {pretrained: "pretrained", sft: "SFT", final: overview.algo};
+  const parts = Object.keys(names).filter((k) => overview.models[k]).map((k) =>
+    `${names[k]}: R ${fmt(overview.models[k].reward, 3)}, KL to SFT ${fmt(overview.models[k].kl_to_sft, 2)}`);
   $("run-info").textContent = `${overview.folder} · ${overview.algo} against ${overview.reward} · ${parts.join(" · ")}`;
   $("length").value = Math.min(20, overview.max_new_tokens);
   if (!overview.has_reward_model) {
