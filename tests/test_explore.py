@@ -96,13 +96,17 @@ def test_curves_and_reward_model(explorer):
         explorer.reward_model("")
 
 
-def test_a_missing_or_unfinished_run_names_the_stage_and_the_command(tmp_path, tiny_run):
+def test_a_missing_or_unfinished_run_names_the_stage_and_the_command(tmp_path):
     with pytest.raises(RunFolderError, match=r"no run folder at .*nowhere.*python -m minirl.examples.happy_gpt --out"):
         RunFolder.open(tmp_path / "nowhere")
     partial = tmp_path / "partial"
     (partial / "tokenizer-abc").mkdir(parents=True)
     (partial / "tokenizer-abc" / "done.json").write_text("{}")
     with pytest.raises(RunFolderError, match=r"the pretrain stage has not finished \(finished: tokenizer\)"):
+        RunFolder.open(partial)
+    (partial / "compare").mkdir()
+    (partial / "compare" / "summary.json").write_text("{}")
+    with pytest.raises(RunFolderError, match="holds a compare run but no happy_gpt run"):
         RunFolder.open(partial)
 
 

@@ -45,21 +45,22 @@ def _browser():
 
 
 @pytest.fixture(scope="module")
-def page(tiny_run):
+def page(request):
     from werkzeug.serving import make_server
 
-    explorer = Explorer(RunFolder.open(tiny_run))
-    server = make_server("127.0.0.1", 0, create_app(explorer), threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    browser = _browser()
-    browser.implicitly_wait(0)
+    browser = _browser()  # first: without one, skip before the run folder is made
     try:
-        yield browser, f"http://127.0.0.1:{server.server_port}/", explorer
+        explorer = Explorer(RunFolder.open(request.getfixturevalue("tiny_run")))
+        server = make_server("127.0.0.1", 0, create_app(explorer), threaded=True)
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            yield browser, f"http://127.0.0.1:{server.server_port}/", explorer
+        finally:
+            server.shutdown()
+            thread.join()
     finally:
         browser.quit()
-        server.shutdown()
-        thread.join()
 
 
 def _shots(tmp_path) -> pathlib.Path:

@@ -22,18 +22,18 @@ from minirl.data import load_corpus, train_val_split
 from minirl.examples.pipeline import copy_model
 from minirl.examples.run_folder import RunFolder
 from minirl.rl.advantages import gae, td_residuals
-from minirl.rl.reward_health import reward_health_report
 from minirl.rl.losses import masked_mean, ppo_clip_per_token, ppo_policy_loss, ppo_value_loss
 from minirl.rl.ppo import advantages_and_returns
+from minirl.rl.reward_health import reward_health_report
 from minirl.rl.rollout import collect_rollout, state_values
 from minirl.sampling import generate
-from minirl.tensor import Tensor, no_grad
+from minirl.tensor import no_grad
 
 MODELS = (("pretrained", "pretrained"), ("sft", "SFT (π_ref)"), ("rl", "RL policy"))
 MAX_PROMPT_CHARS = 200
-CURVES = (("score_mean", "reward R"), ("kl_to_ref", "KL to π_ref (nats / response)"), ("entropy", "entropy (nats / token)"),
-          ("response_length", "response length (tokens)"), ("value_loss", "value loss L_V"),
-          ("explained_variance", "explained variance 1 − Var[R−V]/Var[R]"))
+CURVES = (("score_mean", "reward R"), ("kl_to_ref", "KL to π_ref (nats / response)"),
+          ("entropy", "entropy (nats / token)"), ("response_length", "response length (tokens)"),
+          ("value_loss", "value loss L_V"), ("explained_variance", "explained variance 1 − Var[R−V]/Var[R]"))
 
 
 class InputError(ValueError):
@@ -128,7 +128,8 @@ class Explorer:
         max_new = min(self.run.rl["max_new_tokens"], self.run.models["rl"].config.block_size - len(ids))
         if max_new < 1:
             raise InputError("the prompt fills the model's context: shorten it.")
-        return collect_rollout(self.run.models["rl"], [ids] * rows, self.run.reward_fn, ref_model=self.run.models["sft"],
+        return collect_rollout(self.run.models["rl"], [ids] * rows, self.run.reward_fn,
+                               ref_model=self.run.models["sft"],
                                decode=self.tok.decode, eot_id=self.tok.eot_id, max_new_tokens=max_new,
                                kl_coef=ppo.kl_coef, kl_estimator=ppo.kl_estimator, value_model=self.run.value_model,
                                temperature=ppo.temperature, rng=backend.rng(seed))
@@ -169,7 +170,8 @@ class Explorer:
                     cell["next_t"] = nxt
                     cell["next_advantage"] = float(cols["advantage"][b, nxt]) if nxt is not None else 0.0
                 cells.append(cell)
-            out_rows.append({"score": float(rollout.scores[b]), "text": rollout.texts[b], "ended": bool(rollout.ended[b]),
+            out_rows.append({"score": float(rollout.scores[b]), "text": rollout.texts[b],
+                             "ended": bool(rollout.ended[b]),
                              "reward_sum": float(cols["reward"][b][mask[b]].sum()), "tokens": cells})
         return {"seed": seed, "kl_coef": ppo.kl_coef, "kl_estimator": ppo.kl_estimator, "gamma": ppo.gamma,
                 "lam": ppo.lam, "gamma_lam": ppo.gamma * ppo.lam, "has_value_model": self.run.value_model is not None,

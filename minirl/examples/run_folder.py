@@ -106,6 +106,9 @@ class RunFolder:
         if not summary_path.is_file():
             found = [name for name in STAGES if _finished(folder, name if name != "rl" else "rl_*")]
             missing = next((name for name in STAGES if name not in found), "report")
+            if (folder / "compare" / "summary.json").is_file():
+                raise RunFolderError(f"{out} holds a compare run but no happy_gpt run, which the explorer opens: "
+                                     f"run `{command}` with the same flags (it reuses the stages they share).")
             raise RunFolderError(f"{out} holds no finished happy_gpt run: the {missing} stage has not finished "
                                  f"(finished: {', '.join(found) or 'none'}). Run `{command}` with the same flags "
                                  "to finish it; finished stages are reused.")
