@@ -51,3 +51,19 @@ def backend_name(request):
     """Run the test once per backend; cupy is skipped with a reason when no GPU is present."""
     backend.use(request.param)
     return request.param
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """A finished happy_gpt folder, made once per session in ~25 s: a tiny model on the synthetic
+    corpus, PPO (so it has a value model) against a learned reward model (so the explorer has all panels)."""
+    from minirl.examples import happy_gpt
+
+    out = tmp_path_factory.mktemp("explore") / "run"
+    argv = ["--quick", "--corpus", "synthetic", "--vocab-size", "300", "--pretrain-steps", "40", "--sft-steps", "10",
+            "--rl-iterations", "3", "--eval-samples", "8", "--reward", "rm", "--rm-pairs", "60", "--rm-steps", "5",
+            "--out", str(out)]
+    assert happy_gpt.main(argv) == 0
+    backend.use("numpy")
+    backend.set_default_dtype(np.float32)
+    return out

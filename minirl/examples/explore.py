@@ -1,0 +1,87 @@
+"""The RLHF explorer: a local page over a finished happy_gpt run, showing its real models' numbers.
+
+    python -m minirl.examples.happy_gpt --quick --out out/happy_gpt    # make a run first
+    python -m minirl.examples.explore --out out/happy_gpt              # then open the printed URL
+
+Panels: Generate (the pretrained, SFT and RL models side by side, each token shaded by
+log π − log π_ref), Ledger (a rollout token by token, with GAE stepped backward), PPO step
+(one real minibatch update on a copy of the policy), Curves (every RL run in the folder),
+and Reward model (when the run learned one). Every number comes from `explorer.py`, which
+calls minirl.rl and minirl.sampling; the page only displays them. It binds 127.0.0.1 and
+serves its own three files and a JSON API, nothing from the run folder itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+import sys
+
+from minirl.examples.explorer import Explorer, InputError
+from minirl.examples.run_folder import RunFolder, RunFolderError
+
+STATIC = pathlib.Path(__file__).with_name("explore_static")
+FILES = {"explore.css": "text/css", "explore.js": "text/javascript"}
+"""the only files served, besides index.html"""
+
+
+def create_app(explorer: Explorer):
+    """The Flask app: the page, its two assets, and one JSON route per panel."""
+    try:
+        from flask import Flask, Response, abort, jsonify, request
+    except ImportError:
+        raise ImportError("the explorer needs Flask: pip install -e '.[app]' (or pip install flask).") from None
+    app = Flask("minirl.explore", static_folder=None)
+
+    def page(name: str):
+        if name not in FILES and name != "index.html":
+            abort(404)
+        return Response((STATIC / name).read_bytes(), mimetype=FILES.get(name, "text/html"))
+
+    app.add_url_rule("/", "index", lambda: page("index.html"))
+    app.add_url_rule("/static/<name>", "static", page)
+
+    def answer(work):
+        try:
+            return jsonify(work(request.get_json(silent=True) or {}))
+        except InputError as e:
+            return jsonify({"error": str(e)}), 400
+        except Exception as e:  # the page shows one line; the terminal keeps the details
+            app.logger.exception("explorer request failed")
+            return jsonify({"error": f"the explorer failed on this request ({type(e).__name__}: {e})."}), 500
+
+    routes = {
+        "overview": lambda q: explorer.overview(),
+        "generate": lambda q: explorer.generate(q.get("prompt"), q.get("temperature", 1.0), q.get("top_k", 0),
+                                                q.get("max_new_tokens", 20), q.get("seed", 0)),
+        "ledger": lambda q: explorer.ledger(q.get("rows", 4), q.get("seed", 0), q.get("prompt") or None),
+        "ppo_step": lambda q: explorer.ppo_step(q.get("seed", 0), q.get("steps", 1)),
+        "curves": lambda q: explorer.curves(),
+        "reward_model": lambda q: explorer.reward_model(q.get("text")),
+    }
+    for name, work in routes.items():
+        app.add_url_rule(f"/api/{name}", name, lambda work=work: answer(work), methods=["GET", "POST"])
+    return app
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m minirl.examples.explore", description=__doc__.split("\n")[0])
+    parser.add_argument("--out", default="out/happy_gpt", help="the happy_gpt output folder to explore")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: this machine only)")
+    parser.add_argument("--port", type=int, default=8000, help="port to serve on")
+    args = parser.parse_args(argv)
+    try:
+        explorer = Explorer(RunFolder.open(args.out))
+        app = create_app(explorer)
+    except (RunFolderError, ImportError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"warning: binding {args.host}: anyone who can reach this machine can use the page.", file=sys.stderr)
+    print(f"minirl explorer for {explorer.run.path}: http://{args.host}:{args.port}/  (Ctrl-C stops it)", flush=True)
+    app.run(host=args.host, port=args.port, threaded=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

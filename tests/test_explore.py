@@ -1,0 +1,157 @@
+"""The explorer's numbers (minirl.examples.explorer) and its Flask app, on a tiny finished run."""
+
+import threading
+
+import numpy as np
+import pytest
+
+from minirl.examples.explore import create_app, main
+from minirl.examples.explorer import Explorer, InputError
+from minirl.examples.run_folder import RunFolder, RunFolderError
+
+pytest.importorskip("flask", reason="the explorer needs Flask (pip install -e '.[app]')")
+
+
+@pytest.fixture(scope="module")
+def explorer(tiny_run):
+    return Explorer(RunFolder.open(tiny_run))
+
+
+def test_generate_answers_side_by_side(explorer):
+    out = explorer.generate("I love", temperature=1.0, top_k=0, max_new_tokens=12, seed=3)
+    assert [a["model"] for a in out["answers"]] == ["pretrained", "sft", "rl"]
+    for a in out["answers"]:
+        diffs = [t["logprob"] - t["ref_logprob"] for t in a["tokens"]]
+        np.testing.assert_allclose([t["diff"] for t in a["tokens"]], diffs, atol=1e-6)
+        assert a["kl_to_sft"] == pytest.approx(sum(diffs), abs=1e-4)  # k1 summed over the response
+        assert a["reward"] == pytest.approx(explorer.run.reward_fn([a["text"]])[0], abs=1e-6)
+        assert 1 <= len(a["tokens"]) <= 12
+    sft = out["answers"][1]
+    assert sft["kl_to_sft"] == 0 and all(t["diff"] == 0 for t in sft["tokens"])  # π_ref against itself
+    again = explorer.generate("I love", temperature=1.0, top_k=0, max_new_tokens=12, seed=3)
+    assert again == out  # same seed, same answers
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    ({"prompt": ""}, "empty"), ({"prompt": "   "}, "empty"), ({"prompt": "x" * 201}, "characters"),
+    ({"prompt": 42}, "must be text"), ({"prompt": "hi", "temperature": 0}, "temperature"),
+    ({"prompt": "hi", "temperature": "hot"}, "temperature must be a number"), ({"prompt": "hi", "top_k": 2.5}, "top-k"),
+    ({"prompt": "hi", "max_new_tokens": 0}, "length"), ({"prompt": "hi " * 60, "max_new_tokens": 20}, "context"),
+])
+def test_generate_refuses_bad_input_with_a_sentence(explorer, kwargs, words):
+    with pytest.raises(InputError, match=words):
+        explorer.generate(**kwargs)
+
+
+def test_ledger_adds_up_and_shows_the_masks(explorer):
+    out = explorer.ledger(rows=3, seed=1)
+    beta, gamma_lam = out["kl_coef"], out["gamma_lam"]
+    assert out["has_value_model"] and len(out["rows"]) == 3
+    for row in out["rows"]:
+        cells = row["tokens"]
+        assert cells[0]["kind"] == "prompt" and cells[0]["mask"] == 0 and "reward" not in cells[0]
+        steps = [c for c in cells if c["mask"] == 1]
+        kinds = [c["kind"] for c in cells]
+        assert kinds == ["prompt"] * out["prompt_length"] + ["response"] * len(steps) + ["padding"] * (
+            len(cells) - out["prompt_length"] - len(steps))  # padding only after the response ends
+        k1 = np.array([c["logprob"] - c["ref_logprob"] for c in steps])
+        np.testing.assert_allclose([c["kl"] for c in steps], k1, atol=1e-6)
+        r = np.array([c["reward"] for c in steps])
+        assert r.sum() == pytest.approx(row["score"] - beta * k1.sum(), abs=1e-5)  # Σ r_t = R − β·Σ k1
+        v = np.array([c["value"] for c in steps])
+        np.testing.assert_allclose([c["delta"] for c in steps], r + out["gamma"] * np.append(v[1:], 0) - v, atol=1e-5)
+        adv = np.array([c["advantage"] for c in steps])
+        np.testing.assert_allclose(adv, [c["delta"] + gamma_lam * c["next_advantage"] for c in steps], atol=1e-5)
+        assert [c["next_t"] for c in steps] == [c["t"] for c in steps[1:]] + [None]
+        assert steps[-1]["next_advantage"] == 0  # A_{T+1} = 0: the recursion starts at the last token
+        np.testing.assert_allclose([c["return"] for c in steps], adv + v, atol=1e-5)
+
+
+def test_ppo_step_starts_at_ratio_one_and_its_shares_sum_to_the_batch_figures(explorer):
+    before = {k: v.copy() for k, v in explorer.run.models["rl"].state_dict().items()}
+    out = explorer.ppo_step(seed=0, steps=3)
+    assert out["first_step"]["approx_kl"] == 0 and out["first_step"]["clipfrac"] == 0  # π_θ = π_old: ρ ≡ 1
+    cells = [c for row in out["rows"] for c in row["tokens"]]
+    assert len(cells) == out["tokens"]
+    assert sum(c["loss_share"] for c in cells) == pytest.approx(out["after"]["policy_loss"], abs=1e-5)
+    assert sum(c["kl_share"] for c in cells) == pytest.approx(out["after"]["approx_kl"], abs=1e-6)
+    assert np.mean([c["outside_clip"] for c in cells]) == pytest.approx(out["after"]["clipfrac"], abs=1e-6)
+    assert any(abs(c["ratio"] - 1) > 1e-4 for c in cells)  # three steps moved the copy
+    for c in cells:
+        assert c["ratio"] == pytest.approx(np.exp(c["new_logprob"] - c["old_logprob"]), rel=1e-4)
+        assert not c["clip_binds"] or c["outside_clip"]
+    after = explorer.run.models["rl"].state_dict()
+    assert all(np.array_equal(before[k], after[k]) for k in before)  # the run's own policy is untouched
+
+
+def test_curves_and_reward_model(explorer):
+    curves = explorer.curves()
+    (name, run), = curves["runs"].items()
+    assert name.startswith("rl_ppo-") and [p[0] for p in run["score_mean"]] == [1, 2, 3]
+    assert len(run["explained_variance"]) == 3 and curves["reward_vs_kl"] == []
+    out = explorer.reward_model("thank you so much")
+    assert out["reward"] == pytest.approx(explorer.run.reward_fn(["thank you so much"])[0])
+    assert 0 <= out["health"]["pair_accuracy"] <= 1
+    with pytest.raises(InputError, match="1 to 200 characters"):
+        explorer.reward_model("")
+
+
+def test_a_missing_or_unfinished_run_names_the_stage_and_the_command(tmp_path):
+    with pytest.raises(RunFolderError, match=r"no run folder at .*nowhere.*python -m minirl.examples.happy_gpt --out"):
+        RunFolder.open(tmp_path / "nowhere")
+    partial = tmp_path / "partial"
+    (partial / "tokenizer-abc").mkdir(parents=True)
+    (partial / "tokenizer-abc" / "done.json").write_text("{}")
+    with pytest.raises(RunFolderError, match=r"the pretrain stage has not finished \(finished: tokenizer\)"):
+        RunFolder.open(partial)
+    (partial / "compare").mkdir()
+    (partial / "compare" / "summary.json").write_text("{}")
+    with pytest.raises(RunFolderError, match="holds a compare run but no happy_gpt run"):
+        RunFolder.open(partial)
+
+
+def test_cli_refuses_a_bad_folder_in_one_line(tmp_path, capsys):
+    assert main(["--out", str(tmp_path / "missing")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: no run folder at") and "--quick" in err and "Traceback" not in err
+
+
+@pytest.fixture(scope="module")
+def client(explorer):
+    return create_app(explorer).test_client()
+
+
+def test_app_serves_only_its_own_files(client, tiny_run):
+    assert b"Generate" in client.get("/").data
+    assert client.get("/static/explore.js").status_code == 200
+    for path in ["/static/../explorer.py", "/static/summary.json", "/static/%2e%2e%2fexplore.py", "/summary.json",
+                 f"/static/{tiny_run}/summary.json", "/static/index.html/../../run_folder.py", "/api/nothing"]:
+        assert client.get(path).status_code == 404, path
+
+
+def test_app_answers_bad_input_with_a_message_and_concurrent_requests_in_turn(client):
+    bad = client.post("/api/generate", json={"prompt": "", "temperature": 1})
+    assert bad.status_code == 400 and "empty" in bad.get_json()["error"]
+    assert client.post("/api/generate", data="not json").status_code == 400
+    results = []
+
+    def ask(seed):
+        results.append(client.post("/api/generate", json={"prompt": "hello", "max_new_tokens": 8, "seed": seed}))
+    threads = [threading.Thread(target=ask, args=(s,)) for s in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [r.status_code for r in results] == [200] * 4
+    assert all(len(r.get_json()["answers"]) == 3 for r in results)
+
+
+def test_the_speed_benchmark_runs(tiny_run, capsys):
+    import importlib.util
+    import pathlib
+    path = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "bench_explore.py"
+    spec = importlib.util.spec_from_file_location("bench_explore", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.main(["--out", str(tiny_run), "--requests", "1"]) == 0
+    assert "a Generate request for three models took" in capsys.readouterr().out

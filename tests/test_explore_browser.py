@@ -1,0 +1,153 @@
+"""The explorer in a real headless Chromium (Debian's chromium + chromium-driver, driven by Selenium).
+
+A person's path: type a prompt, click Generate, read three answers with their numbers, open the
+ledger, step GAE backward, take a PPO step, look at the curves and the reward model. The numbers on
+the page must be the ones the Python API gives for the same seed. Screenshots go to
+$MINIRL_SCREENSHOTS (default: the test's tmp folder). Without Chromium the test skips, except
+when MINIRL_REQUIRE_BROWSER=1 (set by .ci/run), where a missing browser is a failure.
+"""
+
+import os
+import pathlib
+import shutil
+import threading
+
+import pytest
+
+from minirl.examples.explore import create_app
+from minirl.examples.explorer import Explorer
+from minirl.examples.run_folder import RunFolder
+
+pytest.importorskip("flask", reason="the explorer needs Flask (pip install -e '.[app]')")
+REQUIRED = os.environ.get("MINIRL_REQUIRE_BROWSER") == "1"
+
+
+def _browser():
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver = shutil.which("chromedriver")
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+    except ImportError:
+        chromium = None
+    if not (chromium and driver):
+        reason = ("no headless browser: needs selenium (pip install -e '.[dev]') and Debian's chromium and "
+                  "chromium-driver (apt-get install chromium chromium-driver)")
+        if REQUIRED:
+            pytest.fail(reason + "; MINIRL_REQUIRE_BROWSER=1 says this run must have them.")
+        pytest.skip(reason)
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1000",
+                "--disable-gpu"):
+        options.add_argument(arg)
+    return webdriver.Chrome(service=Service(executable_path=driver), options=options)
+
+
+@pytest.fixture(scope="module")
+def page(request):
+    from werkzeug.serving import make_server
+
+    browser = _browser()  # first: without one, skip before the run folder is made
+    try:
+        explorer = Explorer(RunFolder.open(request.getfixturevalue("tiny_run")))
+        server = make_server("127.0.0.1", 0, create_app(explorer), threaded=True)
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            yield browser, f"http://127.0.0.1:{server.server_port}/", explorer
+        finally:
+            server.shutdown()
+            thread.join()
+    finally:
+        browser.quit()
+
+
+def _shots(tmp_path) -> pathlib.Path:
+    folder = pathlib.Path(os.environ.get("MINIRL_SCREENSHOTS", tmp_path))
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def _wait(browser, css, count=1, timeout=60):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+    return WebDriverWait(browser, timeout).until(
+        lambda b: (found := b.find_elements(By.CSS_SELECTOR, css)) and len(found) >= count and found)
+
+
+def _shown(text: str) -> float:
+    return float(text.strip())
+
+
+def test_a_learner_uses_every_panel(page, tmp_path):
+    from selenium.webdriver.common.by import By
+    browser, url, explorer = page
+    shots = _shots(tmp_path)
+    browser.get(url)
+    _wait(browser, "#run-info")
+    find = browser.find_element
+
+    prompt = find(By.ID, "prompt")
+    prompt.clear()
+    prompt.send_keys("thank you")
+    find(By.ID, "length").clear()
+    find(By.ID, "length").send_keys("12")
+    find(By.ID, "generate").click()
+    answers = _wait(browser, ".answer", 3)
+    expected = explorer.generate("thank you", temperature=1.0, top_k=0, max_new_tokens=12, seed=0)["answers"]
+    assert [a.get_attribute("data-model") for a in answers] == ["pretrained", "sft", "rl"]
+    for shown, want in zip(answers, expected):
+        assert _shown(shown.find_element(By.CSS_SELECTOR, ".reward").text) == pytest.approx(want["reward"], abs=6e-5)
+        assert _shown(shown.find_element(By.CSS_SELECTOR, ".kl").text) == pytest.approx(want["kl_to_sft"], abs=6e-5)
+        spans = shown.find_elements(By.CSS_SELECTOR, ".tok")
+        assert len(spans) == len(want["tokens"])
+        assert f"{want['tokens'][0]['diff']:.4f}" in spans[0].get_attribute("title")
+    browser.save_screenshot(str(shots / "explore_generate.png"))
+
+    find(By.ID, "prompt").clear()
+    find(By.ID, "generate").click()
+    from selenium.webdriver.support.ui import WebDriverWait
+    assert "empty" in WebDriverWait(browser, 30).until(lambda b: b.find_element(By.ID, "generate-error").text)
+    browser.save_screenshot(str(shots / "explore_error.png"))
+
+    find(By.CSS_SELECTOR, '.tab[data-panel="ledger"]').click()
+    find(By.ID, "ledger-run").click()
+    _wait(browser, "#ledger-table tr.response")
+    want = explorer.ledger(rows=4, seed=0)["rows"][0]["tokens"]
+    steps = [c for c in want if c["mask"] == 1]
+    for c in steps:
+        row = find(By.CSS_SELECTOR, f'#ledger-table tr[data-t="{c["t"]}"]')
+        cells = [td.text for td in row.find_elements(By.TAG_NAME, "td")]
+        for i, key in enumerate(["logprob", "ref_logprob", "kl", "reward", "value", "delta", "advantage", "return"]):
+            assert _shown(cells[3 + i]) == pytest.approx(c[key], abs=6e-5), (c["t"], key)
+    assert find(By.CSS_SELECTOR, "#ledger-table tr.prompt")  # the prompt column is shown, masked out
+    find(By.ID, "gae-reset").click()
+    find(By.ID, "gae-step").click()
+    find(By.ID, "gae-step").click()
+    cursor = find(By.CSS_SELECTOR, "#ledger-table tr.cursor")
+    assert int(cursor.get_attribute("data-t")) == steps[-2]["t"]  # two steps back from nothing: T, then T−1
+    assert f"= {steps[-2]['advantage']:.4f}" in find(By.ID, "gae-eq").text
+    pending = browser.find_elements(By.CSS_SELECTOR, "#ledger-table td.pending")
+    assert len(pending) == 2 * (len(steps) - 2)  # A_t and R_t of the steps not reached yet
+    browser.save_screenshot(str(shots / "explore_ledger.png"))
+
+    find(By.CSS_SELECTOR, '.tab[data-panel="ppo"]').click()
+    find(By.ID, "ppo-run").click()
+    _wait(browser, "#ppo-summary .stat", 4)
+    want = explorer.ppo_step(seed=0, steps=1)
+    stats = browser.find_elements(By.CSS_SELECTOR, "#ppo-summary .stat b")
+    assert _shown(stats[1].text) == pytest.approx(want["after"]["approx_kl"], abs=6e-5)
+    browser.save_screenshot(str(shots / "explore_ppo.png"))
+
+    find(By.CSS_SELECTOR, '.tab[data-panel="curves"]').click()
+    charts = _wait(browser, ".chart svg polyline", 6)
+    assert len(charts) == 6
+    browser.save_screenshot(str(shots / "explore_curves.png"))
+
+    find(By.CSS_SELECTOR, '.tab[data-panel="reward"]').click()
+    find(By.ID, "reward-run").click()
+    score = _wait(browser, "#reward-out .score")[0]
+    text = find(By.ID, "reward-text").get_attribute("value")
+    assert _shown(score.text) == pytest.approx(explorer.reward_model(text)["reward"], abs=6e-5)
+    browser.save_screenshot(str(shots / "explore_reward.png"))
