@@ -238,12 +238,12 @@ def clip(a, lo=None, hi=None) -> Tensor:
     out = xp.clip(a.data, lo, hi)
 
     def _backward(g):
-        inside = xp.ones(a.shape, dtype=bool)
+        inside = xp.ones(out.shape, dtype=bool)  # the output's shape: an array bound may be larger than `a`
         if lo is not None:
             inside &= a.data >= lo
         if hi is not None:
             inside &= a.data <= hi
-        return (unbroadcast(g * inside, a.shape),)  # array bounds may have broadcast `a`
+        return (unbroadcast(g * inside, a.shape),)  # summed back over the axes the bounds added
     return Tensor._make(out, (a,), _backward)
 
 
