@@ -52,7 +52,7 @@ class GPTConfig:
             self.head_size = self.n_embd // self.n_head
         if self.head_size <= 0:
             raise ValueError(f"GPTConfig.head_size must be positive, got {self.head_size}.")
-        if not 0.0 <= self.dropout < 1.0:
+        if not 0.0 <= self.dropout < 1.0:  # NaN fails this too
             raise ValueError(f"GPTConfig.dropout must be in [0, 1), got {self.dropout}.")
 
     def to_dict(self) -> dict:
