@@ -236,3 +236,30 @@ def test_a_garbage_rank_file_names_the_file(tmp_path):
 def test_configs_still_build_with_their_defaults():
     for config in (TrainConfig(), RLConfig(), PPOConfig(), DataConfig()):
         assert dataclasses.asdict(config)
+
+
+# The house: progress bars by tqdm, and no tensor <-> ops import circle.
+
+def test_progress_bars_are_tqdm_and_show_the_metric():
+    import io
+
+    from tqdm import tqdm
+
+    from minirl.progress import Progress
+    out = io.StringIO()
+    bar = Progress(range(3), "pretrain", file=out)
+    for _ in bar:
+        bar.set(loss=1.23456)
+    assert isinstance(bar.bar, tqdm)
+    assert "pretrain" in out.getvalue() and "3/3" in out.getvalue() and "loss=1.235" in out.getvalue()
+
+
+def test_tensor_imports_neither_ops_nor_indexing():
+    import ast
+    import pathlib
+
+    import minirl.tensor
+    tree = ast.parse(pathlib.Path(minirl.tensor.__file__).read_text())
+    imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) for alias in node.names}
+    assert not imported & {"ops", "indexing"}
+    assert (Tensor(np.ones(2)) * 2 + 1).sum().item() == 6.0  # the operators are bound all the same
