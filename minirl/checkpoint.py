@@ -242,8 +242,12 @@ def check_settings(checkpoint: Checkpoint, key: str, settings: dict, what: str) 
     `settings` (a dataclass's asdict) is compared with what `save_checkpoint` stored under
     ``extra[key]``, after the same JSON round trip; a checkpoint without that entry passes.
     """
-    saved = checkpoint.meta.get("extra", {}).get(key)
+    extra = checkpoint.meta.get("extra", {})
+    saved = extra.get(key) if isinstance(extra, dict) else None
     current = json.loads(json.dumps(settings))
+    if not isinstance(extra, dict) or saved is not None and not isinstance(saved, dict):
+        raise CheckpointError(f"the checkpoint's {what} settings are malformed "
+                              f"({saved if saved is not None else extra!r}).")
     if saved is not None and saved != current:
         diffs = [f"{k}: {saved.get(k)} -> {v}" for k, v in current.items() if saved.get(k) != v]
         raise CheckpointError(f"the checkpoint was written with other {what} settings ({'; '.join(diffs)}); "

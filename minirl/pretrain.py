@@ -97,15 +97,15 @@ def pretrain(run: PretrainConfig, model_cfg: GPTConfig, train_cfg: TrainConfig) 
     settings = {"run": {k: v for k, v in dataclasses.asdict(run).items() if k not in ("out", "samples", "sample_tokens")},
                 "model": model_cfg.to_dict(), "train": dataclasses.asdict(train_cfg)}
     _check_run_file(out, settings)
+    t0 = time.perf_counter()
+    corpus = load_corpus(run.corpus)  # a bad corpus is refused before --out is touched
+    train_docs, val_docs = train_val_split(corpus, run.val_fraction, seed=run.seed)
     with FolderLock(out):
-        return _pretrain(run, model_cfg, train_cfg, out, settings)
+        return _pretrain(run, model_cfg, train_cfg, out, settings, corpus, train_docs, val_docs, t0)
 
 
 def _pretrain(run: PretrainConfig, model_cfg: GPTConfig, train_cfg: TrainConfig, out: pathlib.Path,
-              settings: dict) -> dict:
-    t0 = time.perf_counter()
-    corpus = load_corpus(run.corpus)
-    train_docs, val_docs = train_val_split(corpus, run.val_fraction, seed=run.seed)
+              settings: dict, corpus, train_docs, val_docs, t0: float) -> dict:
     print(f"corpus {corpus.name}: {len(corpus)} documents ({len(train_docs)} train, {len(val_docs)} val)")
     ranks_path = out / "tokenizer.tiktoken"
     out.mkdir(parents=True, exist_ok=True)

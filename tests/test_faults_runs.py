@@ -208,3 +208,41 @@ def test_an_unfinished_stage_with_a_foreign_checkpoint_is_set_aside(corpus_csv, 
     notice = capsys.readouterr().out
     assert "stage pretrain" in notice and str(stage / "ckpt.npz") in notice and "other training settings" in notice
     assert (stage / "ckpt.npz.corrupt").exists() and (stage / "done.json").exists()
+
+
+def rewrite_meta(path, change):
+    """Rewrite a checkpoint's meta in place, keeping every array: a crafted but well-formed file."""
+    import numpy as np
+    with np.load(path, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    meta = json.loads(str(arrays.pop("meta")))
+    change(meta)
+    np.savez(path, **arrays, meta=np.array(json.dumps(meta)))
+
+
+@needs_vader
+def test_an_rl_checkpoint_with_a_malformed_baseline_is_set_aside(corpus_csv, toy_run, tmp_path, capsys):
+    out = tmp_path / "out"
+    shutil.copytree(toy_run, out)
+    [stage] = stage_dirs(out, "rl_ppo")
+    (stage / "done.json").unlink()
+    rewrite_meta(stage / "rl.npz", lambda meta: meta["extra"].update(baseline="high"))
+    assert happy_gpt.main(toy_argv(corpus_csv, out)) == 0
+    notice = capsys.readouterr().out
+    assert "stage rl_ppo" in notice and "baseline" in notice and (stage / "rl.npz.corrupt").exists()
+
+
+@needs_vader
+def test_nan_figures_never_make_a_summary(corpus_csv, toy_run, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "out"
+    shutil.copytree(toy_run, out)
+    real = happy_gpt.evaluate_models
+
+    def diverged(*args, **kwargs):
+        models = real(*args, **kwargs)
+        models["final"]["kl_to_sft"] = float("nan")
+        return models
+    monkeypatch.setattr(happy_gpt, "evaluate_models", diverged)
+    assert happy_gpt.main(toy_argv(corpus_csv, out)) == 2
+    assert "final kl_to_sft = nan" in capsys.readouterr().err
+    assert not (out / "summary.json").exists() and (out / "summary.previous.json").exists()

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import pathlib
 import sys
@@ -224,6 +225,11 @@ def _run(settings: Settings, corpus, t_start: float) -> dict:
     models = evaluate_models({"pretrained": base.pretrained, "sft": base.sft, "final": policy}, base, reward_fn,
                              settings.rl.max_new_tokens, cfg.seed)
     eval_seconds = time.perf_counter() - t0
+    broken = [f"{name} {key} = {value}" for name, figures in models.items() for key, value in figures.items()
+              if isinstance(value, float) and not math.isfinite(value)]
+    if broken:  # never a summary.json that looks finished but holds NaN
+        raise FloatingPointError(f"the evaluation gave {', '.join(broken)}; no report was written. A policy whose "
+                                 "samples score NaN has diverged: lower --rl-lr, or check the reward function.")
     plot = write_plots(history, out / "rl_curves.png", f"{cfg.algo} against {cfg.reward}")
     if plot is None and (out / "rl_curves.png").exists():  # an earlier run's plot must not pass for this run's
         os.replace(out / "rl_curves.png", out / "rl_curves.previous.png")

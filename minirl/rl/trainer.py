@@ -21,7 +21,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from minirl import backend, nn, optim
-from minirl.checkpoint import NonFiniteError, check_settings, load_checkpoint, restore, save_checkpoint
+from minirl.checkpoint import CheckpointError, NonFiniteError, check_settings, load_checkpoint, restore, save_checkpoint
 from minirl.progress import Progress
 from minirl.rl.advantages import RunningMeanBaseline
 from minirl.rl.best_of_n import BestOfNConfig, best_of_n_round
@@ -170,11 +170,11 @@ def train_rl(policy, ref_model, prompts: Sequence[Sequence[int]], reward_fn: Cal
     if checkpoint_path is not None and pathlib.Path(checkpoint_path).exists():
         ckpt = load_checkpoint(checkpoint_path)
         check_settings(ckpt, "rl_config", config.settings(), "RL")
-        start = restore(ckpt, trainable, opt, tokenizer_ranks=ranks)
-        baseline.value, baseline.count = ckpt.meta["extra"]["baseline"]
-        sampled_tokens = ckpt.meta["extra"].get("sampled_tokens", 0)
+        (baseline_value, baseline_count), sampled_tokens, saved_kl_coef = _loop_state(ckpt, checkpoint_path)
+        start = restore(ckpt, trainable, opt, tokenizer_ranks=ranks)  # after every check: a refusal changes nothing
+        baseline.value, baseline.count = baseline_value, baseline_count
         if controller:
-            controller.kl_coef = ckpt.meta["extra"]["kl_coef"]
+            controller.kl_coef = saved_kl_coef
     end = min(config.iterations, stop_at) if stop_at is not None else config.iterations
     if config.max_sampled_tokens is not None and sampled_tokens >= config.max_sampled_tokens:
         end = start  # a resumed run whose budget was already spent
@@ -234,6 +234,20 @@ def train_rl(policy, ref_model, prompts: Sequence[Sequence[int]], reward_fn: Cal
                 bar.close()
                 break
     return history
+
+
+def _loop_state(ckpt, path) -> tuple[tuple[float, int], int, float]:
+    """The running baseline, tokens sampled and β a checkpoint of `train_rl` carries, checked."""
+    extra = ckpt.meta.get("extra")
+    try:
+        value, count = extra["baseline"]
+        state = (float(value), int(count)), int(extra.get("sampled_tokens", 0)), float(extra["kl_coef"])
+    except (TypeError, KeyError, ValueError) as e:
+        raise CheckpointError(f"{path} is not a checkpoint of the RL loop: its baseline, token count or β is "
+                              f"missing or malformed ({type(e).__name__}: {e}).") from None
+    if not all(np.isfinite(x) for x in (state[0][0], state[2])):
+        raise CheckpointError(f"{path} carries a NaN or infinite baseline or β: the run that wrote it had diverged.")
+    return state
 
 
 def _train_best_of_n(policy, prompts, reward_fn, tokenizer, config: RLConfig, log_path, progress, rng) -> list[dict]:
