@@ -9,7 +9,6 @@ Metadata is stored as a JSON string inside a NumPy unicode array, so
 from __future__ import annotations
 
 import json
-import os
 import pathlib
 import zipfile
 from dataclasses import dataclass, field

@@ -67,7 +67,8 @@ def divergence_cause(config: TrainConfig, flag_prefix: str = "") -> str:
     """
     if config.lr * config.weight_decay >= 1:
         return (f"{flag_prefix}weight-decay {config.weight_decay} with {flag_prefix}lr {config.lr}: AdamW scales "
-                f"each weight by 1 − lr·wd = {1 - config.lr * config.weight_decay:.3g} per step; keep lr·wd well below 1")
+                f"each weight by 1 − lr·wd = {1 - config.lr * config.weight_decay:.3g} per step; "
+                "keep lr·wd well below 1")
     return f"{flag_prefix}lr {config.lr}, too large a step; lower it (e.g. {config.lr / 10:g})"
 
 

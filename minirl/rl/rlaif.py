@@ -31,10 +31,11 @@ def score_judge(score_fn: Callable[[list[str]], Sequence[float]]) -> Judge:
 
     `score_fn` maps a list of texts to one float each, like the RL reward functions
     (`minirl.rl.sentiment.vader_reward`); it sees the responses only, as R(x, y) does
-    in the RL loop. A NaN or infinite score is refused (ValueError). A tie goes to text_a. That is deterministic, and because
-    `label_pairs_with_judge` presents the two samples in the order they were drawn, a
-    tied pair gets a label that is random with respect to its content: noise, but no
-    bias (a "shorter wins" rule would teach the reward model to prefer short texts).
+    in the RL loop. A NaN or infinite score is refused (ValueError). A tie goes to
+    text_a. That is deterministic, and because `label_pairs_with_judge` presents the
+    two samples in the order they were drawn, a tied pair gets a label that is random
+    with respect to its content: noise, but no bias (a "shorter wins" rule would teach
+    the reward model to prefer short texts).
     """
     def judge(prompt_text: str, text_a: str, text_b: str) -> int:
         s_a, s_b = (float(s) for s in score_fn([text_a, text_b]))
