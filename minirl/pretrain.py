@@ -19,14 +19,14 @@ import time
 from dataclasses import dataclass
 
 from minirl import backend
+from minirl.atomic import write_atomic
 from minirl.checkpoint import CheckpointError, check_restorable, check_settings, load_checkpoint, restore
 from minirl.cli import add_dataclass_args, from_args
 from minirl.data import load_corpus, train_val_split
 from minirl.data.tokens import TokenStream
+from minirl.folder_lock import FolderLock
 from minirl.model import GPT, GPTConfig
 from minirl.sampling import generate
-from minirl.atomic import write_atomic
-from minirl.folder_lock import FolderLock
 from minirl.tokenizer import Tokenizer, ranks_from_text, ranks_to_text
 from minirl.train import TrainConfig, train_lm
 from minirl.validation import check_ranges
