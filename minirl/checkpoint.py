@@ -9,7 +9,6 @@ Metadata is stored as a JSON string inside a NumPy unicode array, so
 from __future__ import annotations
 
 import json
-import os
 import pathlib
 import zipfile
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from minirl import backend
+from minirl.atomic import atomic_file
 
 FORMAT = "minirl-checkpoint"
 VERSION = 1
@@ -24,6 +24,10 @@ VERSION = 1
 
 class CheckpointError(ValueError):
     """A checkpoint is unreadable or does not fit the model it is loaded into."""
+
+
+class NonFiniteError(FloatingPointError):
+    """The weights or optimizer state to be saved hold NaN or inf: the run diverged."""
 
 
 @dataclass
@@ -46,7 +50,8 @@ class Checkpoint:
 def save_checkpoint(path, model, *, step: int, optimizer=None, tokenizer_ranks: str | None = None,
                     extra: dict | None = None) -> pathlib.Path:
     """Write everything needed to resume to `path` (tmp file + rename, so a crash never
-    leaves a half-written checkpoint under the real name)."""
+    leaves a half-written checkpoint under the real name). Weights or optimizer moments that
+    hold NaN or inf are refused with `NonFiniteError`: the last good checkpoint stays."""
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     arrays = {f"model/{k}": backend.to_numpy(v) for k, v in model.state_dict().items()}
@@ -61,21 +66,20 @@ def save_checkpoint(path, model, *, step: int, optimizer=None, tokenizer_ranks: 
                     arrays[f"optim/{key}/{i}"] = a
     if tokenizer_ranks is not None:
         arrays["tokenizer_ranks"] = np.array(tokenizer_ranks)
+    bad = [k for k, a in arrays.items() if a.dtype.kind == "f" and not np.isfinite(a).all()]
+    if bad:
+        raise NonFiniteError(f"not saving {path} at step {step}: {', '.join(bad[:4])}"
+                             f"{f' and {len(bad) - 4} more' if len(bad) > 4 else ''} hold NaN or inf, so the "
+                             "training diverged; the last good checkpoint is kept.")
     arrays["meta"] = np.array(json.dumps(meta))
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)  # only left behind if writing failed
+    with atomic_file(path) as f:  # a temporary name of its own, so two writers never share one
+        np.savez(f, **arrays)
     return path
 
 
 def load_checkpoint(path) -> Checkpoint:
-    """Read a checkpoint written by `save_checkpoint`, with allow_pickle=False."""
+    """Read a checkpoint written by `save_checkpoint`, with allow_pickle=False; anything malformed,
+    down to a header that claims more memory than the machine has, is a `CheckpointError`."""
     path = pathlib.Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}.")
@@ -83,11 +87,19 @@ def load_checkpoint(path) -> Checkpoint:
         with np.load(path, allow_pickle=False) as z:
             files = {k: z[k] for k in z.files}
         meta = json.loads(str(files.pop("meta")))
-    except (zipfile.BadZipFile, ValueError, OSError, KeyError, EOFError, json.JSONDecodeError) as e:
+    except (zipfile.BadZipFile, ValueError, OSError, KeyError, EOFError, MemoryError, json.JSONDecodeError) as e:
         raise CheckpointError(f"{path} is not a readable minirl checkpoint ({type(e).__name__}: {e}). "
                               "It may be truncated or corrupted: delete it and rerun that stage.") from e
-    if meta.get("format") != FORMAT:
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(f"{path} is an .npz file but not a minirl checkpoint.")
+    try:
+        return _unpack(meta, files)
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise CheckpointError(f"{path} is a malformed minirl checkpoint ({type(e).__name__}: {e}); "
+                              "delete it and rerun that stage.") from e
+
+
+def _unpack(meta: dict, files: dict) -> Checkpoint:
     model_state = {k[len("model/"):]: v for k, v in files.items() if k.startswith("model/")}
     optimizer_state = None
     if "optimizer" in meta:
@@ -109,11 +121,29 @@ def restore(checkpoint: Checkpoint, model, optimizer=None, *, tokenizer_ranks: s
     """Load weights (and optimizer and RNG state) into live objects; returns the step.
 
     Refuses, with the differences listed, a checkpoint made for another model config
-    or another tokenizer.
+    or another tokenizer. Everything is checked before anything is written, so a
+    refused checkpoint changes nothing, and every refusal is a `CheckpointError`.
     """
-    # Everything is checked before anything is written, so a refused checkpoint changes nothing.
+    check_restorable(checkpoint, model, optimizer, tokenizer_ranks=tokenizer_ranks, restore_rng=restore_rng)
+    model.load_state_dict(checkpoint.model_state)
+    if optimizer is not None:
+        optimizer.load_state_dict(checkpoint.optimizer_state)
+    if restore_rng:
+        backend.set_rng_state(checkpoint.meta["rng"])
+    return checkpoint.step
+
+
+def check_restorable(checkpoint: Checkpoint, model, optimizer=None, *, tokenizer_ranks: str | None = None,
+                     restore_rng: bool = True) -> None:
+    """Raise `CheckpointError` unless `restore` can load all of `checkpoint` into `model` (and `optimizer`)."""
+    meta = checkpoint.meta
+    if not isinstance(meta.get("step"), int) or meta["step"] < 0:
+        raise CheckpointError(f"checkpoint step is {meta.get('step')!r}, not a non-negative integer.")
     # Dropout is a training knob, not architecture: a checkpoint loads across dropout values.
-    saved = {k: v for k, v in checkpoint.meta.get("model_config", {}).items() if k != "dropout"}
+    saved_config = meta.get("model_config")
+    if not isinstance(saved_config, dict):
+        raise CheckpointError(f"checkpoint model_config is {saved_config!r}, not a dict of settings.")
+    saved = {k: v for k, v in saved_config.items() if k != "dropout"}
     current = {k: v for k, v in _config_dict(model).items() if k != "dropout"}
     if saved != current:
         diffs = [f"{k}: checkpoint {saved.get(k)!r} vs model {current.get(k)!r}"
@@ -123,22 +153,86 @@ def restore(checkpoint: Checkpoint, model, optimizer=None, *, tokenizer_ranks: s
             and tokenizer_ranks != checkpoint.tokenizer_ranks:
         raise CheckpointError("checkpoint was made with a different tokenizer (its BPE ranks differ); "
                               "retrain, or load the tokenizer stored in the checkpoint.")
+    _check_arrays("weight", checkpoint.model_state)
+    try:
+        _check_shapes(model, checkpoint.model_state)
+    except ValueError as e:
+        raise CheckpointError(str(e)) from e
     if optimizer is not None:
-        if checkpoint.optimizer_state is None:
-            raise CheckpointError("checkpoint holds no optimizer state; it cannot resume training.")
-        saved_type = checkpoint.meta["optimizer"]["type"]
-        if saved_type != type(optimizer).__name__:
-            raise CheckpointError(f"checkpoint optimizer is {saved_type}, not {type(optimizer).__name__}.")
-        try:
-            optimizer.check_state_dict(checkpoint.optimizer_state)
-        except ValueError as e:
-            raise CheckpointError(f"checkpoint optimizer state does not fit this model: {e}") from e
-    model.load_state_dict(checkpoint.model_state)
-    if optimizer is not None:
-        optimizer.load_state_dict(checkpoint.optimizer_state)
+        _check_optimizer(checkpoint, optimizer)
     if restore_rng:
-        backend.set_rng_state(checkpoint.meta["rng"])
-    return checkpoint.step
+        _check_rng_state(meta.get("rng"))
+
+
+def check_finite(checkpoint: Checkpoint) -> None:
+    """Raise `CheckpointError` if any weight or optimizer buffer is NaN or inf (or not a number)."""
+    _check_arrays("weight", checkpoint.model_state)
+    for key, arrays in (checkpoint.optimizer_state or {}).items():
+        if key not in ("step", "hparams"):
+            _check_arrays(f"optimizer {key}", dict(enumerate(arrays)))
+
+
+def _check_arrays(what: str, arrays: dict) -> None:
+    for name, a in arrays.items():
+        if not isinstance(a, np.ndarray) or a.dtype.kind not in "fiu":
+            raise CheckpointError(f"checkpoint {what} {name} has dtype {getattr(a, 'dtype', type(a))}, not a number.")
+        if a.dtype.kind == "f" and not np.isfinite(a).all():
+            raise CheckpointError(f"checkpoint {what} {name} holds NaN or inf: the run that wrote it had diverged.")
+
+
+def _check_shapes(model, state: dict) -> None:
+    params = dict(model.named_parameters())
+    missing, unexpected = sorted(set(params) - set(state)), sorted(set(state) - set(params))
+    if missing or unexpected:
+        raise ValueError(f"checkpoint weights do not fit {type(model).__name__}: missing {missing}, "
+                         f"unexpected {unexpected}.")
+    wrong = [f"{k}: checkpoint {state[k].shape} vs model {p.shape}" for k, p in params.items()
+             if tuple(state[k].shape) != tuple(p.shape)]
+    if wrong:
+        raise ValueError("checkpoint weights have other shapes than the model: " + "; ".join(wrong) + ".")
+
+
+def _check_optimizer(checkpoint: Checkpoint, optimizer) -> None:
+    saved = checkpoint.meta.get("optimizer")
+    if checkpoint.optimizer_state is None or not isinstance(saved, dict):
+        raise CheckpointError("checkpoint holds no optimizer state; it cannot resume training.")
+    if saved.get("type") != type(optimizer).__name__:
+        raise CheckpointError(f"checkpoint optimizer is {saved.get('type')}, not {type(optimizer).__name__}.")
+    step, hparams = checkpoint.optimizer_state["step"], checkpoint.optimizer_state["hparams"]
+    if not isinstance(step, int) or step < 0:
+        raise CheckpointError(f"checkpoint optimizer step is {step!r}, not a non-negative integer.")
+    expected = optimizer.state_dict()["hparams"]
+    if not isinstance(hparams, dict) or set(hparams) != set(expected) \
+            or not all(_is_number_or_numbers(v) for v in hparams.values()):
+        raise CheckpointError(f"checkpoint optimizer hyperparameters {hparams!r} are not those of "
+                              f"{type(optimizer).__name__} ({sorted(expected)}, numbers).")
+    buffers = {k: v for k, v in checkpoint.optimizer_state.items() if k not in ("step", "hparams")}
+    for key, arrays in buffers.items():
+        _check_arrays(f"optimizer {key}", dict(enumerate(arrays)))
+    try:
+        optimizer.check_state_dict(checkpoint.optimizer_state)
+    except (ValueError, AttributeError, TypeError) as e:
+        raise CheckpointError(f"checkpoint optimizer state does not fit this model: {e}") from e
+
+
+def _is_number_or_numbers(value) -> bool:
+    if isinstance(value, list):
+        return all(_is_number_or_numbers(v) for v in value)
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_rng_state(state) -> None:
+    """Try the saved generator state on throwaway generators, so a malformed one never reaches the real ones."""
+    try:
+        if not isinstance(state, dict) or not isinstance(state.get("seed"), int) or state["seed"] < 0:
+            raise ValueError(f"seed is {state.get('seed') if isinstance(state, dict) else state!r}")
+        if "host" not in state:
+            raise KeyError("host")
+        type(backend.host_rng().bit_generator)().state = state["host"]
+        if "device" in state and backend.name() == "numpy":
+            type(backend.device_rng().bit_generator)().state = state["device"]
+    except (ValueError, TypeError, KeyError, AttributeError) as e:
+        raise CheckpointError(f"checkpoint RNG state is malformed ({e}); it cannot resume exactly.") from e
 
 
 def check_settings(checkpoint: Checkpoint, key: str, settings: dict, what: str) -> None:
@@ -147,8 +241,12 @@ def check_settings(checkpoint: Checkpoint, key: str, settings: dict, what: str) 
     `settings` (a dataclass's asdict) is compared with what `save_checkpoint` stored under
     ``extra[key]``, after the same JSON round trip; a checkpoint without that entry passes.
     """
-    saved = checkpoint.meta.get("extra", {}).get(key)
+    extra = checkpoint.meta.get("extra", {})
+    saved = extra.get(key) if isinstance(extra, dict) else None
     current = json.loads(json.dumps(settings))
+    if not isinstance(extra, dict) or saved is not None and not isinstance(saved, dict):
+        raise CheckpointError(f"the checkpoint's {what} settings are malformed "
+                              f"({saved if saved is not None else extra!r}).")
     if saved is not None and saved != current:
         diffs = [f"{k}: {saved.get(k)} -> {v}" for k, v in current.items() if saved.get(k) != v]
         raise CheckpointError(f"the checkpoint was written with other {what} settings ({'; '.join(diffs)}); "

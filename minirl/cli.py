@@ -5,6 +5,8 @@ No globals and no exec: ``add_dataclass_args(parser, TrainConfig, prefix="pretra
 the dataclass back, so a config's defaults live in exactly one place. A field that is itself a
 dataclass (``RLConfig.ppo``) becomes a group of flags (``--rl-ppo-kl-coef``). A field whose
 metadata has ``choices`` is checked by argparse, so ``--algo nope`` lists the valid values.
+Every flag is spelled with dashes (``--rl-best-of-n-n`` for ``RLConfig.best_of_n.n``), and a
+config's range check (`minirl.validation`) is restated with the flag the user typed.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import ast
 import dataclasses
 import inspect
 import typing
+
+from minirl.validation import ConfigError
 
 
 def field_docs(cls) -> dict[str, str]:
@@ -54,16 +58,28 @@ def _dest(prefix: str, name: str) -> str:
     return f"{prefix.replace('-', '_')}__{name}" if prefix else name
 
 
+def _flag(prefix: str, name: str) -> str:
+    return "--" + (f"{prefix}-" if prefix else "") + name.replace("_", "-")
+
+
+def _child_prefix(prefix: str, name: str) -> str:
+    name = name.replace("_", "-")
+    return f"{prefix}-{name}" if prefix else name
+
+
 def add_dataclass_args(parser: argparse.ArgumentParser, cls, prefix: str = "", *, defaults=None,
-                       skip: tuple[str, ...] = ()) -> None:
-    """Add one flag per field of `cls` (recursing into dataclass fields).
+                       skip: tuple[str, ...] = (), title: str | None = None, description: str | None = None) -> None:
+    """Add one flag per field of `cls` (recursing into dataclass fields), as one `--help` group.
 
     `defaults`, an instance of `cls`, replaces the class defaults (``--quick`` presets);
     fields named in `skip` (``"dpo.seed"`` for a nested one) get no flag and keep their default in `from_args`.
+    `title` and `description` head the group; a nested dataclass's group takes its field's docstring.
     """
     hints = typing.get_type_hints(cls)
     docs = field_docs(cls)
-    group = parser.add_argument_group(f"{prefix or cls.__name__} options")
+    title = title or (f"{_flag(prefix, '')[:-1]}-* flags" if prefix else f"{cls.__name__} flags")
+    group = parser.add_argument_group(title, description)
+    nested = []
     for f in dataclasses.fields(cls):
         if f.name in skip:
             continue
@@ -71,13 +87,13 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls, prefix: str = "", *
             (f.default if f.default is not dataclasses.MISSING else f.default_factory())
         if dataclasses.is_dataclass(hints[f.name]):
             inner_skip = tuple(name.split(".", 1)[1] for name in skip if name.startswith(f.name + "."))
-            add_dataclass_args(parser, hints[f.name], f"{prefix}-{f.name}" if prefix else f.name, defaults=default,
-                               skip=inner_skip)
+            nested.append((hints[f.name], _child_prefix(prefix, f.name), default, inner_skip, docs.get(f.name)))
             continue
-        flag = "--" + (f"{prefix}-" if prefix else "") + f.name.replace("_", "-")
-        group.add_argument(flag, type=_parser_for(hints[f.name]), default=default, dest=_dest(prefix, f.name),
-                           metavar=f.name.upper(), choices=f.metadata.get("choices"),
+        group.add_argument(_flag(prefix, f.name), type=_parser_for(hints[f.name]), default=default,
+                           dest=_dest(prefix, f.name), metavar=f.name.upper(), choices=f.metadata.get("choices"),
                            help=f"{docs.get(f.name, '')} (default: {default})".replace("%", "%%"))
+    for inner, inner_prefix, default, inner_skip, doc in nested:  # after this group's own flags
+        add_dataclass_args(parser, inner, inner_prefix, defaults=default, skip=inner_skip, description=doc)
 
 
 def from_args(args: argparse.Namespace, cls, prefix: str = "", *, defaults=None):
@@ -86,10 +102,15 @@ def from_args(args: argparse.Namespace, cls, prefix: str = "", *, defaults=None)
     values = {}
     for f in dataclasses.fields(cls):
         if dataclasses.is_dataclass(hints[f.name]):
-            values[f.name] = from_args(args, hints[f.name], f"{prefix}-{f.name}" if prefix else f.name,
+            values[f.name] = from_args(args, hints[f.name], _child_prefix(prefix, f.name),
                                        defaults=getattr(defaults, f.name) if defaults is not None else None)
         elif hasattr(args, _dest(prefix, f.name)):
             values[f.name] = getattr(args, _dest(prefix, f.name))
         elif defaults is not None:
             values[f.name] = getattr(defaults, f.name)
-    return cls(**values)
+    try:
+        return cls(**values)
+    except ConfigError as e:
+        if not hasattr(args, _dest(prefix, e.field)):
+            raise
+        raise ValueError(f"{_flag(prefix, e.field)} {e.message}") from None

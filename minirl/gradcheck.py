@@ -151,10 +151,18 @@ def run(pattern: str = "", seed: int = 0) -> tuple[list[list], bool]:
     return rows, ok
 
 
+def _seed(text: str) -> int:
+    """A NumPy seed: a non-negative integer (argparse reports the error as a usage error)."""
+    seed = int(text) if text.lstrip("-").isdigit() else -1
+    if seed < 0:
+        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {text!r}")
+    return seed
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m minirl.gradcheck", description=__doc__.split("\n")[0])
     parser.add_argument("--op", default="", help="only check ops whose name contains this")
-    parser.add_argument("--seed", type=int, default=0, help="seed for the random inputs and cotangent")
+    parser.add_argument("--seed", type=_seed, default=0, help="seed for the random inputs and cotangent (>= 0)")
     parser.add_argument("--backend", default=None, help="numpy or cupy (default: MINIRL_BACKEND, else numpy)")
     args = parser.parse_args(argv)
     if args.backend:

@@ -138,3 +138,16 @@ def masked_fill(a, mask, value: float) -> Tensor:
     """`a` with `value` wherever `mask` is true (e.g. -inf above the causal diagonal)."""
     a = as_tensor(a)
     return where(mask, as_tensor(value, a), a)
+
+
+def _shape_args(args):
+    """``t.reshape(2, 3)`` and ``t.reshape((2, 3))`` alike, as NumPy takes them."""
+    return args[0] if len(args) == 1 and isinstance(args[0], (tuple, list)) else args
+
+
+# Tensor's indexing and shape methods, bound here beside the ops (tensor.py imports no op).
+Tensor.__getitem__ = getitem
+Tensor.reshape = lambda self, *shape: reshape(self, _shape_args(shape))
+Tensor.transpose = Tensor.permute = lambda self, *axes: transpose(self, _shape_args(axes) or None)
+Tensor.T = property(lambda self: transpose(self, None))
+Tensor.masked_fill = masked_fill

@@ -2,6 +2,12 @@
 learned positional embeddings, and an optional KV cache for fast sampling.
 
 Shapes: B batch, T time, C = n_embd, nh = n_head, hs = head_size, V = vocab_size.
+
+One import circle is kept on purpose: `GPT.generate` imports `minirl.sampling` inside the
+method, and `sampling` imports this module (the model and its KV cache). The sampling loop
+is long enough to deserve its own file, yet ``policy.generate(prompts, n)`` is what every
+RL algorithm calls and what a reader of the model looks for. The import runs when the
+method is first called, after both modules are loaded, so the circle never bites.
 """
 
 from __future__ import annotations
@@ -52,7 +58,7 @@ class GPTConfig:
             self.head_size = self.n_embd // self.n_head
         if self.head_size <= 0:
             raise ValueError(f"GPTConfig.head_size must be positive, got {self.head_size}.")
-        if not 0.0 <= self.dropout < 1.0:
+        if not 0.0 <= self.dropout < 1.0:  # NaN fails this too
             raise ValueError(f"GPTConfig.dropout must be in [0, 1), got {self.dropout}.")
 
     def to_dict(self) -> dict:

@@ -238,12 +238,12 @@ def clip(a, lo=None, hi=None) -> Tensor:
     out = xp.clip(a.data, lo, hi)
 
     def _backward(g):
-        inside = xp.ones(a.shape, dtype=bool)
+        inside = xp.ones(out.shape, dtype=bool)  # the output's shape: an array bound may be larger than `a`
         if lo is not None:
             inside &= a.data >= lo
         if hi is not None:
             inside &= a.data <= hi
-        return (unbroadcast(g * inside, a.shape),)  # array bounds may have broadcast `a`
+        return (unbroadcast(g * inside, a.shape),)  # summed back over the axes the bounds added
     return Tensor._make(out, (a,), _backward)
 
 
@@ -253,3 +253,16 @@ def astype(a, dtype) -> Tensor:
     def _backward(g):
         return (g.astype(a.dtype),)
     return Tensor._make(a.data.astype(dtype), (a,), _backward)
+
+
+# Python's operators and Tensor's array methods, bound here beside the ops (tensor.py imports no op).
+Tensor.__add__, Tensor.__radd__ = add, lambda self, other: add(other, self)
+Tensor.__sub__, Tensor.__rsub__ = sub, lambda self, other: sub(other, self)
+Tensor.__mul__, Tensor.__rmul__ = mul, lambda self, other: mul(other, self)
+Tensor.__truediv__, Tensor.__rtruediv__ = div, lambda self, other: div(other, self)
+Tensor.__pow__, Tensor.__rpow__ = pow, lambda self, base: pow(base, self)
+Tensor.__matmul__, Tensor.__rmatmul__ = matmul, lambda self, other: matmul(other, self)
+Tensor.__neg__ = neg
+Tensor.exp, Tensor.log, Tensor.tanh, Tensor.sqrt = exp, log, tanh, sqrt
+Tensor.sum, Tensor.mean, Tensor.max = sum, mean, max
+Tensor.clip, Tensor.astype = clip, astype

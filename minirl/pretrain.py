@@ -19,14 +19,17 @@ import time
 from dataclasses import dataclass
 
 from minirl import backend
-from minirl.checkpoint import load_checkpoint, restore
+from minirl.atomic import write_atomic
+from minirl.checkpoint import CheckpointError, check_restorable, check_settings, load_checkpoint, restore
 from minirl.cli import add_dataclass_args, from_args
 from minirl.data import load_corpus, train_val_split
 from minirl.data.tokens import TokenStream
+from minirl.folder_lock import FolderLock
 from minirl.model import GPT, GPTConfig
 from minirl.sampling import generate
-from minirl.tokenizer import Tokenizer, ranks_from_text
+from minirl.tokenizer import Tokenizer, ranks_from_text, ranks_to_text
 from minirl.train import TrainConfig, train_lm
+from minirl.validation import check_ranges
 
 
 @dataclass
@@ -47,6 +50,10 @@ class PretrainConfig:
     """samples printed at each evaluation"""
     sample_tokens: int = 40
     """new tokens per printed sample"""
+
+    def __post_init__(self):
+        check_ranges(self, vocab_size="[257, inf)", val_fraction="(0, 1)", seed="[0, inf)", samples="[0, inf)",
+                     sample_tokens="[1, inf)")
 
 
 def _flatten(settings: dict, prefix: str = "") -> dict:
@@ -85,13 +92,20 @@ def pretrain(run: PretrainConfig, model_cfg: GPTConfig, train_cfg: TrainConfig) 
     backend.use(run.backend)
     backend.manual_seed(run.seed)
     out = pathlib.Path(run.out)
+    if out.exists() and not out.is_dir():
+        raise OSError(f"--out {out} is a file, not a directory; pass a directory, e.g. --out out/pretrain.")
     settings = {"run": {k: v for k, v in dataclasses.asdict(run).items() if k not in ("out", "samples", "sample_tokens")},
                 "model": model_cfg.to_dict(), "train": dataclasses.asdict(train_cfg)}
     _check_run_file(out, settings)
-
     t0 = time.perf_counter()
-    corpus = load_corpus(run.corpus)
+    corpus = load_corpus(run.corpus)  # a bad corpus is refused before --out is touched
     train_docs, val_docs = train_val_split(corpus, run.val_fraction, seed=run.seed)
+    with FolderLock(out):
+        return _pretrain(run, model_cfg, train_cfg, out, settings, corpus, train_docs, val_docs, t0)
+
+
+def _pretrain(run: PretrainConfig, model_cfg: GPTConfig, train_cfg: TrainConfig, out: pathlib.Path,
+              settings: dict, corpus, train_docs, val_docs, t0: float) -> dict:
     print(f"corpus {corpus.name}: {len(corpus)} documents ({len(train_docs)} train, {len(val_docs)} val)")
     ranks_path = out / "tokenizer.tiktoken"
     out.mkdir(parents=True, exist_ok=True)
@@ -100,13 +114,17 @@ def pretrain(run: PretrainConfig, model_cfg: GPTConfig, train_cfg: TrainConfig) 
     else:
         tok = Tokenizer.train(train_docs.texts, run.vocab_size)
         tok.save(ranks_path)
-    (out / "run.json").write_text(json.dumps(settings, indent=2))
     print(f"tokenizer: {tok.vocab_size} tokens ({time.perf_counter() - t0:.1f}s)")
 
     model_cfg = dataclasses.replace(model_cfg, vocab_size=tok.vocab_size)
     train_data = TokenStream.from_texts(train_docs.texts, tok, model_cfg.block_size)
     val_data = TokenStream.from_texts(val_docs.texts, tok, model_cfg.block_size)
     model = GPT(model_cfg)
+    if (out / "ckpt.npz").exists():  # refused here, before run.json takes this run's settings
+        ckpt = load_checkpoint(out / "ckpt.npz")
+        check_settings(ckpt, "train_config", dataclasses.asdict(train_cfg), "training")
+        check_restorable(ckpt, model, tokenizer_ranks=ranks_to_text(tok.ranks), restore_rng=False)
+    write_atomic(out / "run.json", json.dumps(settings, indent=2))
     print(f"model: {model.num_parameters():,} parameters ({model_cfg.n_layer} layers, {model_cfg.n_head} heads, "
           f"n_embd {model_cfg.n_embd}, head_size {model_cfg.head_size}); {len(train_data):,} training tokens")
 
@@ -129,8 +147,15 @@ def load_pretrained(directory) -> tuple[GPT, Tokenizer]:
     ckpt = load_checkpoint(path)
     if ckpt.tokenizer_ranks is None:
         raise ValueError(f"{path} carries no tokenizer; it was not written by `python -m minirl.pretrain`.")
-    tok = Tokenizer.from_ranks(ranks_from_text(ckpt.tokenizer_ranks))
-    model = GPT(GPTConfig(**ckpt.meta["model_config"]))
+    try:
+        tok = Tokenizer.from_ranks(ranks_from_text(ckpt.tokenizer_ranks, source=f"{path} (its tokenizer)"))
+        model = GPT(GPTConfig(**ckpt.meta["model_config"]))
+    except (ValueError, TypeError) as e:
+        raise CheckpointError(f"{path}: its tokenizer or model config is malformed ({e}).") from None
+    if tok.vocab_size != model.config.vocab_size:
+        raise CheckpointError(f"{path}: its tokenizer has {tok.vocab_size} tokens but its model has "
+                              f"{model.config.vocab_size}; the two were not trained together. Rerun "
+                              f"`python -m minirl.pretrain --out {directory}` in an empty folder.")
     restore(ckpt, model, restore_rng=False)
     return model, tok
 
@@ -146,7 +171,7 @@ def main(argv=None) -> int:
         model_cfg = from_args(args, GPTConfig, "model")
         train_cfg = from_args(args, TrainConfig, "train")
         summary = pretrain(run, model_cfg, train_cfg)
-    except (ValueError, FileNotFoundError, backend.BackendError, ImportError) as e:  # CheckpointError too
+    except (ValueError, OSError, FloatingPointError, backend.BackendError, ImportError) as e:  # CheckpointError too
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(json.dumps(summary))

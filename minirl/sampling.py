@@ -91,7 +91,7 @@ def sample_next(logits, temperature: float = 1.0, top_k: int | None = None, top_
     land; with them on, the returned log-probs are those of the untruncated policy.
     """
     xp = backend.get_array_module(logits)
-    if temperature <= 0:
+    if not 0 < temperature < float("inf"):  # NaN too: it would sample garbage
         raise ValueError(f"temperature must be positive, got {temperature}; use top_k=1 for greedy decoding.")
     scaled = logits / temperature if temperature != 1.0 else logits  # (B, V)
     weights, total, shift = F.softmax_parts(scaled, -1)  # unnormalised probs: weights / total

@@ -11,6 +11,13 @@ Only leaf tensors created with ``requires_grad=True`` (parameters, inputs) keep
 their ``.grad`` after backward; gradients of intermediate tensors are freed as soon
 as they have been passed on, and each op's closure (with the arrays it saved) is
 dropped once it has run, which is what keeps training memory flat.
+
+Python's operators and the array-style methods (``a + b``, ``a @ w``, ``a.sum(-1)``,
+``a[i]``, ``a.reshape(...)``) are bound to Tensor at the end of `ops.py` and
+`indexing.py`, next to the ops they call, as HIPS autograd binds them to its ArrayBox.
+So this file imports neither and the layers run one way, backend → tensor → ops;
+`import minirl` (which any ``import minirl.x`` runs first) loads both, so every
+Tensor has its operators.
 """
 
 from __future__ import annotations
@@ -149,9 +156,6 @@ class Tensor:
         """The same data, cut from the graph: gradients stop here (the sg(·) of MATH.md)."""
         return Tensor(self.data)
 
-    def astype(self, dtype) -> Tensor:
-        return ops.astype(self, dtype)
-
     def zero_grad(self) -> None:
         self.grad = None
 
@@ -224,88 +228,6 @@ class Tensor:
                 node._parents, node._backward = (), _freed_backward
 
 
-    def __add__(self, other):
-        return ops.add(self, other)
-
-    def __radd__(self, other):
-        return ops.add(other, self)
-
-    def __sub__(self, other):
-        return ops.sub(self, other)
-
-    def __rsub__(self, other):
-        return ops.sub(other, self)
-
-    def __mul__(self, other):
-        return ops.mul(self, other)
-
-    def __rmul__(self, other):
-        return ops.mul(other, self)
-
-    def __truediv__(self, other):
-        return ops.div(self, other)
-
-    def __rtruediv__(self, other):
-        return ops.div(other, self)
-
-    def __pow__(self, exponent):
-        return ops.pow(self, exponent)
-
-    def __rpow__(self, base):
-        return ops.pow(base, self)
-
-    def __neg__(self):
-        return ops.neg(self)
-
-    def __matmul__(self, other):
-        return ops.matmul(self, other)
-
-    def __rmatmul__(self, other):
-        return ops.matmul(other, self)
-
-    def __getitem__(self, index):
-        return indexing.getitem(self, index)
-
-    def exp(self):
-        return ops.exp(self)
-
-    def log(self):
-        return ops.log(self)
-
-    def tanh(self):
-        return ops.tanh(self)
-
-    def sqrt(self):
-        return ops.sqrt(self)
-
-    def sum(self, axis=None, keepdims: bool = False):
-        return ops.sum(self, axis, keepdims)
-
-    def mean(self, axis=None, keepdims: bool = False):
-        return ops.mean(self, axis, keepdims)
-
-    def max(self, axis=None, keepdims: bool = False):
-        return ops.max(self, axis, keepdims)
-
-    def reshape(self, *shape):
-        return indexing.reshape(self, shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape)
-
-    def transpose(self, *axes):
-        return indexing.transpose(self, axes[0] if len(axes) == 1 and isinstance(axes[0], (tuple, list)) else (axes or None))
-
-    permute = transpose
-
-    @property
-    def T(self):
-        return indexing.transpose(self, None)
-
-    def clip(self, lo=None, hi=None):
-        return ops.clip(self, lo, hi)
-
-    def masked_fill(self, mask, value):
-        return indexing.masked_fill(self, mask, value)
-
-
 def as_tensor(x, like: Tensor | None = None) -> Tensor:
     """Tensors pass through; anything else is wrapped. A scalar meeting a float tensor
     takes its dtype, so ``x * 0.5`` stays float32 instead of silently becoming float64."""
@@ -320,6 +242,3 @@ def as_tensors(a, b) -> tuple[Tensor, Tensor]:
     """Both operands of a binary op as Tensors, scalars taking the dtype of the other side."""
     like = a if isinstance(a, Tensor) else b if isinstance(b, Tensor) else None
     return as_tensor(a, like), as_tensor(b, like)
-
-
-from minirl import indexing, ops  # noqa: E402  (they build on Tensor; the methods above call them lazily)

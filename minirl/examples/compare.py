@@ -23,8 +23,8 @@ import json
 import sys
 
 from minirl import backend
-from minirl.examples.happy_gpt import exit_status, open_out, parse_settings
-from minirl.examples.pipeline import prepare, reward_function, run_rl
+from minirl.examples.happy_gpt import exit_status, lock_out, open_out, parse_settings
+from minirl.examples.pipeline import load_labelled_corpus, prepare, reward_function, run_rl
 from minirl.examples.report import plot_reward_against_kl, sample_statistics
 from minirl.examples.stages import StageCache, write_atomic
 from minirl.rl.trainer import ALGOS
@@ -42,9 +42,17 @@ def budgeted(rl, algo: str, token_budget: int, dpo_steps: int):
 def compare(settings, algos: list[str], token_budget: int, dpo_steps: int) -> dict:
     cfg = settings.run
     backend.use(cfg.backend)
+    corpus = load_labelled_corpus(settings.data, need_negative=cfg.reward == "rm")  # before --out is touched
+    with lock_out(cfg.out):
+        return _compare(settings, corpus, algos, token_budget, dpo_steps)
+
+
+def _compare(settings, corpus, algos: list[str], token_budget: int, dpo_steps: int) -> dict:
+    cfg = settings.run
     out = open_out(cfg.out, summary="compare/summary.json")
     cache = StageCache(out)
-    base = prepare(cache, settings.data, settings.model, settings.pretrain, settings.sft, cfg.seed, cfg.eval_samples)
+    base = prepare(cache, settings.data, settings.model, settings.pretrain, settings.sft, cfg.seed, cfg.eval_samples,
+                   corpus=corpus)
     reward_fn, reward_stage = reward_function(cache, base, cfg.reward, settings.rm, cfg.rm_pairs,
                                               settings.rl.max_new_tokens, cfg.seed)
     max_new_tokens = settings.rl.max_new_tokens
@@ -97,6 +105,8 @@ def main(argv=None) -> int:
         budget = args.token_budget if args.token_budget is not None else (12_000 if args.quick else 60_000)
         if budget < 1:
             raise ValueError(f"--token-budget must be positive, got {budget}.")
+        if args.dpo_steps is not None and args.dpo_steps < 1:
+            raise ValueError(f"--dpo-steps must be positive, got {args.dpo_steps}.")
         compare(settings, algos, budget, args.dpo_steps or settings.rl.iterations)
     return exit_status(work)
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import pathlib
 import sys
@@ -31,15 +32,17 @@ from dataclasses import dataclass, field
 from minirl import backend
 from minirl.checkpoint import CheckpointError
 from minirl.cli import add_dataclass_args, from_args
-from minirl.examples.pipeline import REWARDS, DataConfig, prepare, reward_function, run_rl
+from minirl.examples.pipeline import REWARDS, DataConfig, load_labelled_corpus, prepare, reward_function, run_rl
 from minirl.examples.report import perplexity, sample_statistics, side_by_side, write_plots
 from minirl.examples.stages import StageCache, write_atomic
+from minirl.folder_lock import FolderLock
 from minirl.model import GPTConfig
 from minirl.rl.ppo import PPOConfig
 from minirl.rl.reward_model import RewardModelConfig
 from minirl.rl.trainer import ALGOS, RLConfig
 from minirl.table import format_table
 from minirl.train import TrainConfig
+from minirl.validation import check_ranges
 
 
 @dataclass
@@ -60,8 +63,7 @@ class RunConfig:
     """preference pairs for --reward rm (label pairs) or rlaif (judged SFT sample pairs)"""
 
     def __post_init__(self):
-        if self.eval_samples < 1 or self.rm_pairs < 1:
-            raise ValueError(f"--eval-samples and --rm-pairs must be >= 1, got {self.eval_samples} and {self.rm_pairs}.")
+        check_ranges(self, seed="[0, inf)", eval_samples="[1, inf)", rm_pairs="[1, inf)")
 
 
 @dataclass
@@ -108,8 +110,18 @@ SECTIONS = (("run", ""), ("data", ""), ("model", "model"), ("pretrain", "pretrai
             ("rl", "rl"))
 
 
-# --algo sets rl.algo, the tokenizer sets model.vocab_size, --seed sets the reward model's and DPO's seeds
-SKIPPED = {"rl": ("algo", "dpo.seed"), "model": ("vocab_size",), "rm": ("seed",)}
+# --algo sets rl.algo, the tokenizer sets model.vocab_size, --seed sets the reward model's and DPO's seeds,
+# --rl-iterations sets DPO's steps
+SKIPPED = {"rl": ("algo", "dpo.seed", "dpo.steps"), "model": ("vocab_size",), "rm": ("seed",)}
+
+# The --help groups, common flags first: (title, one-line description) per section of Settings
+GROUPS = {"run": ("common flags", "what to run and where"),
+          "data": ("data flags", "the corpus, its labels, the tokenizer, the split and the RL prompts"),
+          "model": ("model flags (--model-*)", "the GPT card"),
+          "pretrain": ("pretrain stage (--pretrain-*)", "next-token prediction on every training document"),
+          "sft": ("sft stage (--sft-*)", "fine-tuning on the positive documents; the result is π_ref"),
+          "rm": ("reward model stage (--rm-*)", "the Bradley–Terry reward model of --reward rm or rlaif"),
+          "rl": ("rl stage (--rl-*)", "the RL run; each algorithm's own flags follow in their groups")}
 
 
 def parse_settings(argv, prog: str, description: str, extra=None) -> tuple[Settings, argparse.Namespace]:
@@ -119,13 +131,15 @@ def parse_settings(argv, prog: str, description: str, extra=None) -> tuple[Setti
     pre.add_argument("--quick", action="store_true")
     quick = pre.parse_known_args(argv)[0].quick
     defaults = presets(quick)
-    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser = argparse.ArgumentParser(prog=prog, description=description,
+                                     usage=f"{prog} [--quick] [--algo ALGO] [--reward REWARD] [--out DIR] [--seed N] "
+                                           "[--corpus NAME_OR_FILE] [flags of each stage, below]")
     parser.add_argument("--quick", action="store_true", help="a small model and short stages (~1 min on a CPU)")
     if extra is not None:
         extra(parser)
     for name, prefix in SECTIONS:
         add_dataclass_args(parser, type(getattr(defaults, name)), prefix, defaults=getattr(defaults, name),
-                           skip=SKIPPED.get(name, ()))
+                           skip=SKIPPED.get(name, ()), title=GROUPS[name][0], description=GROUPS[name][1])
     args = parser.parse_args(argv)
     values = {name: from_args(args, type(getattr(defaults, name)), prefix, defaults=getattr(defaults, name))
               for name, prefix in SECTIONS}
@@ -136,22 +150,35 @@ def parse_settings(argv, prog: str, description: str, extra=None) -> tuple[Setti
     return Settings(**values), args
 
 
-def open_out(out: str, summary: str = "summary.json") -> pathlib.Path:
-    """Create --out and check it can be written, before any work starts; move aside the `summary`
-    of an earlier run, so a run that fails never leaves one that looks like its own."""
+def writable_dir(out: str) -> pathlib.Path:
+    """--out as a directory, created if need be, checked to be writable; nothing in it is changed."""
     path = pathlib.Path(out)
+    if path.exists() and not path.is_dir():
+        raise OSError(f"--out {out} is a file, not a directory; pass a directory, e.g. --out ./out/happy_gpt.")
     try:
         path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".write-test"
+        probe = path / f".write-test-{os.getpid()}"
         probe.write_text("")
         probe.unlink()
     except OSError as e:
         raise OSError(f"--out {out} cannot be written to ({e.strerror or e}); pass a directory you can write, "
                       "e.g. --out ./out/happy_gpt.") from None
+    return path
+
+
+def lock_out(out: str) -> FolderLock:
+    """The lock that keeps a second run out of --out while this one works in it."""
+    return FolderLock(writable_dir(out))
+
+
+def open_out(out: str, summary: str = "summary.json") -> pathlib.Path:
+    """Move aside the `summary` of an earlier run in --out, so a run that fails never leaves one that looks
+    like its own. Call it only once the settings are validated and the lock is held (`lock_out`): it is
+    the first change a run makes to --out."""
+    path = writable_dir(out)
     previous = path / summary
     if previous.exists():
         os.replace(previous, previous.with_name("summary.previous.json"))
-    (path / "rl_curves.png").unlink(missing_ok=True)  # an earlier run's plot must not sit beside this run's report
     return path
 
 
@@ -179,9 +206,17 @@ def run(settings: Settings) -> dict:
     t_start = time.perf_counter()
     cfg = settings.run
     backend.use(cfg.backend)
+    corpus = load_labelled_corpus(settings.data, need_negative=cfg.reward == "rm")  # before --out is touched
+    with lock_out(cfg.out):
+        return _run(settings, corpus, t_start)
+
+
+def _run(settings: Settings, corpus, t_start: float) -> dict:
+    cfg = settings.run
     out = open_out(cfg.out)
     cache = StageCache(out)
-    base = prepare(cache, settings.data, settings.model, settings.pretrain, settings.sft, cfg.seed, cfg.eval_samples)
+    base = prepare(cache, settings.data, settings.model, settings.pretrain, settings.sft, cfg.seed, cfg.eval_samples,
+                   corpus=corpus)
     reward_fn, reward_stage = reward_function(cache, base, cfg.reward, settings.rm, cfg.rm_pairs,
                                               settings.rl.max_new_tokens, cfg.seed)
     policy, history, rl_info = run_rl(cache, base, settings.rl, reward_fn, reward_stage, cfg.reward, cfg.seed)
@@ -190,7 +225,14 @@ def run(settings: Settings) -> dict:
     models = evaluate_models({"pretrained": base.pretrained, "sft": base.sft, "final": policy}, base, reward_fn,
                              settings.rl.max_new_tokens, cfg.seed)
     eval_seconds = time.perf_counter() - t0
+    broken = [f"{name} {key} = {value}" for name, figures in models.items() for key, value in figures.items()
+              if isinstance(value, float) and not math.isfinite(value)]
+    if broken:  # never a summary.json that looks finished but holds NaN
+        raise FloatingPointError(f"the evaluation gave {', '.join(broken)}; no report was written. A policy whose "
+                                 "samples score NaN has diverged: lower --rl-lr, or check the reward function.")
     plot = write_plots(history, out / "rl_curves.png", f"{cfg.algo} against {cfg.reward}")
+    if plot is None and (out / "rl_curves.png").exists():  # an earlier run's plot must not pass for this run's
+        os.replace(out / "rl_curves.png", out / "rl_curves.previous.png")
     merged_metrics(base.records, out)
 
     sft, final = models["sft"], models["final"]

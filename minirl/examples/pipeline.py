@@ -16,8 +16,8 @@ import time
 from dataclasses import dataclass, field
 
 from minirl import backend
-from minirl.checkpoint import load_checkpoint, restore, save_checkpoint
-from minirl.data import filter_labels, load_corpus, train_val_split
+from minirl.checkpoint import CheckpointError, load_checkpoint, restore, save_checkpoint
+from minirl.data import CORPORA, filter_labels, load_corpus, train_val_split
 from minirl.data.preferences import pairs_from_labels
 from minirl.data.sft import SFTDataset
 from minirl.data.tokens import TokenStream
@@ -29,6 +29,7 @@ from minirl.rl.sentiment import vader_reward
 from minirl.rl.trainer import RLConfig, train_rl
 from minirl.tokenizer import Tokenizer
 from minirl.train import TrainConfig, train_lm
+from minirl.validation import check_ranges
 
 REWARDS = ("vader", "rm", "rlaif")
 
@@ -36,7 +37,15 @@ REWARDS = ("vader", "rm", "rlaif")
 @dataclass
 class DataConfig:
     corpus: str = "tweets"
-    """tweets (real, labelled), movie_reviews, or a labelled .csv/.jsonl file of your own"""
+    """tweets (real, labelled), movie_reviews, or a labelled .csv/.jsonl file of your own (see --label-column)"""
+    text_column: str = "text"
+    """the column (CSV) or key (JSONL) that holds each document's text, for a corpus file"""
+    label_column: str | None = None
+    """the column or key that holds each document's label, for a corpus file (required: SFT keeps the positives)"""
+    positive_label: str = "positive"
+    """the label value of the documents SFT fine-tunes on (e.g. 1, pos, 5)"""
+    negative_label: str = "negative"
+    """the label value that loses to --positive-label in the preference pairs of --reward rm"""
     vocab_size: int = 2048
     """BPE vocabulary size, <|endoftext|> included"""
     val_fraction: float = 0.05
@@ -45,6 +54,38 @@ class DataConfig:
     """eot: unconditional samples from <|endoftext|>; val: the first prompt_tokens tokens of held-out tweets"""
     prompt_tokens: int = 4
     """tokens of a held-out tweet given as the prompt, with --prompts val"""
+
+    def __post_init__(self):
+        check_ranges(self, vocab_size="[257, inf)", val_fraction="(0, 1)", prompt_tokens="[0, inf)")
+        if self.positive_label == self.negative_label:
+            raise ValueError(f"--positive-label and --negative-label are both {self.positive_label!r}; "
+                             "a preference pair needs two different labels.")
+
+
+def load_labelled_corpus(data: DataConfig, need_negative: bool):
+    """The corpus of --corpus, its labels named "positive" and "negative" as --positive-label and
+    --negative-label say; refused here, before any stage runs, if it lacks what the stages need."""
+    is_file = data.corpus not in CORPORA
+    if is_file and data.corpus.endswith((".csv", ".jsonl")) and data.label_column is None:
+        raise ValueError(f"--corpus {data.corpus}: happy_gpt fine-tunes on the positive documents, so it needs "
+                         "their labels. Name the column that holds them with --label-column (and the text's with "
+                         "--text-column, default 'text'), and the positive value with --positive-label.")
+    if is_file and data.corpus.endswith(".txt"):
+        raise ValueError(f"--corpus {data.corpus}: a .txt file carries no labels, and happy_gpt fine-tunes on the "
+                         "positive documents. Use a .csv or .jsonl file with a label column (--label-column).")
+    columns = {"text_column": data.text_column, "label_column": data.label_column} if is_file else {}
+    corpus = load_corpus(data.corpus, **columns)
+    names = [str(n) for n in corpus.label_names or ()]
+    counts = ", ".join(f"{n!r}: {c}" for n, c in corpus.label_counts().items())
+    wanted = [("--positive-label", data.positive_label)] + ([("--negative-label", data.negative_label)]
+                                                               if need_negative else [])
+    for flag, value in wanted:
+        if value not in names:
+            raise ValueError(f"{flag} {value!r} is not a label of {corpus.name!r}; its labels are {{{counts}}}. "
+                             f"Pass {flag} with one of them.")
+    role = {data.positive_label: "positive", data.negative_label: "negative"}
+    renamed = tuple(role.get(n, n if n not in ("positive", "negative") else f"other:{n}") for n in names)
+    return dataclasses.replace(corpus, label_names=renamed)
 
 
 @dataclass
@@ -78,10 +119,11 @@ class Base:
 
 
 def corpus_digest(corpus) -> str:
-    """SHA-256 of a corpus's texts and labels."""
+    """SHA-256 of a corpus's texts, labels and label names (which label is "positive" shapes SFT and the pairs)."""
     digest = hashlib.sha256()
     for i, text in enumerate(corpus.texts):
         digest.update(f"{text}\x00{corpus.labels[i] if corpus.labels is not None else ''}\x00".encode())
+    digest.update(json.dumps(list(corpus.label_names or ())).encode())
     return digest.hexdigest()
 
 
@@ -109,7 +151,17 @@ def run_stage(cache: StageCache, stage: Stage, files: list[str], records: list, 
         return info
     status = "resumed" if any(stage.path(f).exists() for f in resumable) else "ran"
     backend.manual_seed(seed)  # each stage seeds itself, so a cached upstream never shifts the RNG
-    info = work()
+    try:
+        info = work()
+    except CheckpointError as e:  # a checkpoint its trainer refuses to resume (other settings): set aside, start over
+        stale = [f for f in resumable if stage.path(f).exists()]
+        if not stale:
+            raise
+        for name in stale:
+            cache.set_aside(stage, name, f"cannot resume from it ({e})")
+        status = "ran"
+        backend.manual_seed(seed)
+        info = work()
     info["seconds"] = time.perf_counter() - t0
     cache.finish(stage, files, info)
     records.append(StageRecord(stage.name, status, info["seconds"], str(stage.dir), info))
@@ -117,9 +169,10 @@ def run_stage(cache: StageCache, stage: Stage, files: list[str], records: list, 
 
 
 def prepare(cache: StageCache, data: DataConfig, model_cfg: GPTConfig, pretrain_cfg: TrainConfig,
-            sft_cfg: TrainConfig, seed: int, eval_samples: int) -> Base:
+            sft_cfg: TrainConfig, seed: int, eval_samples: int, corpus=None) -> Base:
+    """The shared stages on `corpus` (`load_labelled_corpus(data, ...)` when None)."""
     records: list[StageRecord] = []
-    corpus = load_corpus(data.corpus)
+    corpus = corpus if corpus is not None else load_labelled_corpus(data, need_negative=False)
     train_docs, val_docs = train_val_split(corpus, data.val_fraction, seed=seed)
 
     # The corpus's content (not just its name or path) and the backend are part of the first key, so an
@@ -144,20 +197,20 @@ def prepare(cache: StageCache, data: DataConfig, model_cfg: GPTConfig, pretrain_
         history = train_lm(pretrained, TokenStream.from_texts(train_docs.texts, tok, model_cfg.block_size),
                            pretrain_cfg, val_data=TokenStream.from_texts(val_docs.texts, tok, model_cfg.block_size),
                            checkpoint_path=pre_stage.path("ckpt.npz"), tokenizer=tok,
-                           log_path=pre_stage.path("metrics.jsonl"), desc="pretrain")
+                           log_path=pre_stage.path("metrics.jsonl"), desc="pretrain", flag_prefix="--pretrain-")
         return {"val_loss": history[-1].get("val_loss") if history else None,
                 "parameters": pretrained.num_parameters()}
     run_stage(cache, pre_stage, ["ckpt.npz"], records, pretrain, seed=seed * 100 + 1)
     _load_weights(pretrained, pre_stage.path("ckpt.npz"))
 
     positive = filter_labels(train_docs, "positive")
-    sft_stage = cache.stage("sft", {"train": dataclasses.asdict(sft_cfg), "label": "positive"}, [pre_stage])
+    sft_stage = cache.stage("sft", {"train": dataclasses.asdict(sft_cfg), "label": data.positive_label}, [pre_stage])
     sft = copy_model(pretrained)
 
     def fine_tune():
         history = train_lm(sft, SFTDataset.from_texts(positive.texts, tok, model_cfg.block_size), sft_cfg,
                            checkpoint_path=sft_stage.path("ckpt.npz"), tokenizer=tok,
-                           log_path=sft_stage.path("metrics.jsonl"), desc="sft")
+                           log_path=sft_stage.path("metrics.jsonl"), desc="sft", flag_prefix="--sft-")
         return {"final_loss": history[-1]["loss"] if history else None, "examples": len(positive)}
     run_stage(cache, sft_stage, ["ckpt.npz"], records, fine_tune, seed=seed * 100 + 2)
     _load_weights(sft, sft_stage.path("ckpt.npz"))

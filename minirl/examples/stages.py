@@ -26,7 +26,8 @@ import pathlib
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-from minirl.checkpoint import CheckpointError, load_checkpoint
+from minirl.atomic import write_atomic  # re-exported: happy_gpt and compare write through it
+from minirl.checkpoint import CheckpointError, check_finite, load_checkpoint
 
 
 def canonical_json(value) -> str:
@@ -39,14 +40,6 @@ def file_sha256(path: pathlib.Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def write_atomic(path, text: str) -> None:
-    """Write `text` to `path` through a temporary file and a rename: readers see the old file or the new one."""
-    path = pathlib.Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 @dataclass
@@ -106,6 +99,14 @@ class StageCache:
         return json.loads(stage.path("done.json").read_text())["info"]
 
     def finish(self, stage: Stage, files: Sequence[str], info: dict) -> None:
+        """Mark `stage` done, with the checksums of `files`; a checkpoint among them whose weights are
+        NaN or inf is refused (FloatingPointError), so a diverged stage is never reused."""
+        for name in files:
+            if name.endswith(".npz"):
+                try:
+                    check_finite(load_checkpoint(stage.path(name)))
+                except CheckpointError as e:
+                    raise FloatingPointError(f"stage {stage.name} is not marked done: {e}") from None
         sums = {name: file_sha256(stage.path(name)) for name in files}
         write_atomic(stage.path("done.json"), json.dumps({"key": stage.key, "sha256": sums, "info": info}, indent=2))
 
@@ -115,11 +116,16 @@ class StageCache:
         if not path.exists():
             return
         try:
-            load_checkpoint(path)
+            check_finite(load_checkpoint(path))
         except CheckpointError as e:
-            self.notice(f"notice: stage {stage.name}: cannot resume from {path} ({e}); "
-                        "setting it aside and starting the stage over.")
-            self._set_aside(path)
+            self.set_aside(stage, name, f"cannot resume from it ({e})")
+
+    def set_aside(self, stage: Stage, name: str, why: str) -> None:
+        """Rename a damaged or unusable file of `stage` to ``*.corrupt``, with a notice naming both."""
+        path = stage.path(name)
+        self.notice(f"notice: stage {stage.name}: {path}: {why}; setting it aside as {path.name}.corrupt and "
+                    "starting the stage over.")
+        self._set_aside(path)
 
     @staticmethod
     def _set_aside(path: pathlib.Path) -> None:

@@ -18,6 +18,7 @@ from minirl import backend
 from minirl.data.sft import SFTDataset, SFTExample
 from minirl.rl.rewards import check_scores
 from minirl.train import TrainConfig, train_lm
+from minirl.validation import check_ranges
 
 
 def best_of_n_indices(scores, n: int, k: int = 1) -> np.ndarray:
@@ -47,6 +48,12 @@ class BestOfNConfig:
     """sampling temperature τ"""
     max_new_tokens: int = 48
     """response length cap"""
+
+    def __post_init__(self):
+        check_ranges(self, n="[1, inf)", k="[1, inf)", rounds="[1, inf)", temperature="(0, inf)",
+                     max_new_tokens="[1, inf)")
+        if self.k > self.n:
+            raise ValueError(f"best-of-n keeps k = {self.k} of n = {self.n} samples per prompt; k must be <= n.")
 
 
 def best_of_n_round(policy, prompts: Sequence[Sequence[int]], reward_fn: Callable[[list[str]], Sequence[float]],

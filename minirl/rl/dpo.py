@@ -29,6 +29,7 @@ from minirl.data.preferences import PreferencePair, pad_right
 from minirl.progress import Progress
 from minirl.tensor import Tensor, as_tensor, no_grad
 from minirl.train import open_metrics_log
+from minirl.validation import check_ranges
 
 LOSS_TYPES = ("sigmoid", "ipo")
 
@@ -195,6 +196,7 @@ class DPOConfig:
     """seed of the generator that draws each step's pairs"""
 
     def __post_init__(self):
+        check_ranges(self)  # every float finite; the ranges follow
         check_loss_settings(self.beta, self.loss_type, self.label_smoothing)
         for name in ("steps", "batch_size"):
             if getattr(self, name) <= 0:

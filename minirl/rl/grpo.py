@@ -37,6 +37,7 @@ from minirl.rl.losses import check_finite, masked_mean, ppo_clip_per_token
 from minirl.rl.pg import rollout_stats
 from minirl.rl.rollout import Rollout
 from minirl.tensor import no_grad
+from minirl.validation import check_ranges
 
 LOSS_TYPES = ("grpo", "dr_grpo", "dapo")
 SCALES = ("group", "batch", "none")
@@ -118,6 +119,8 @@ class GRPOConfig:
     """estimator reported by the rollout"""
 
     def __post_init__(self):
+        check_ranges(self, kl_coef="[0, inf)", temperature="(0, inf)", max_grad_norm="[0, inf)", beta="[0, inf)",
+                     clip_eps="(0, inf)", clip_eps_high="(0, inf)", updates_per_batch="[1, inf)")
         if self.group_size < 2:
             raise ValueError(f"GRPO needs group_size >= 2, got {self.group_size}.")
         if self.scale_rewards is None:

@@ -15,6 +15,7 @@ from minirl import optim
 from minirl.rl.advantages import RunningMeanBaseline, discounted_returns, whiten
 from minirl.rl.losses import check_finite, masked_mean, pg_loss
 from minirl.rl.rollout import Rollout, state_values
+from minirl.validation import check_ranges
 
 BASELINES = ("none", "mean", "value")
 
@@ -37,6 +38,7 @@ class PGConfig:
     """clip the global gradient norm (0: no clipping)"""
 
     def __post_init__(self):
+        check_ranges(self, kl_coef="[0, inf)", gamma="[0, 1]", temperature="(0, inf)", max_grad_norm="[0, inf)")
         if self.baseline not in BASELINES:
             raise ValueError(f"unknown baseline {self.baseline!r}; choose one of {', '.join(BASELINES)}.")
 

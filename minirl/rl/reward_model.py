@@ -28,6 +28,7 @@ from minirl.model import GPT, GPTConfig, positions_from_mask
 from minirl.progress import Progress
 from minirl.rl.losses import bradley_terry_loss
 from minirl.tensor import Tensor, no_grad
+from minirl.validation import check_ranges
 
 
 class ScalarHeadModel(nn.Module):
@@ -124,6 +125,8 @@ class RewardModelConfig:
     """seed of the generator that draws each step's pairs"""
 
     def __post_init__(self):
+        check_ranges(self, weight_decay="[0, inf)", margin="[0, inf)", center_coef="[0, inf)",
+                     grad_clip="[0, inf)", eval_interval="[0, inf)", seed="[0, inf)")
         for name in ("steps", "batch_size"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"RewardModelConfig.{name} must be positive, got {getattr(self, name)}.")

@@ -14,6 +14,7 @@ trained on human labels, text by text.
 
 from __future__ import annotations
 
+import math
 from typing import Callable, Sequence
 
 import numpy as np
@@ -30,13 +31,17 @@ def score_judge(score_fn: Callable[[list[str]], Sequence[float]]) -> Judge:
 
     `score_fn` maps a list of texts to one float each, like the RL reward functions
     (`minirl.rl.sentiment.vader_reward`); it sees the responses only, as R(x, y) does
-    in the RL loop. A tie goes to text_a. That is deterministic, and because
-    `label_pairs_with_judge` presents the two samples in the order they were drawn, a
-    tied pair gets a label that is random with respect to its content: noise, but no
-    bias (a "shorter wins" rule would teach the reward model to prefer short texts).
+    in the RL loop. A NaN or infinite score is refused (ValueError). A tie goes to
+    text_a. That is deterministic, and because `label_pairs_with_judge` presents the
+    two samples in the order they were drawn, a tied pair gets a label that is random
+    with respect to its content: noise, but no bias (a "shorter wins" rule would teach
+    the reward model to prefer short texts).
     """
     def judge(prompt_text: str, text_a: str, text_b: str) -> int:
         s_a, s_b = (float(s) for s in score_fn([text_a, text_b]))
+        if not (math.isfinite(s_a) and math.isfinite(s_b)):  # NaN >= x is False: it would silently pick text_b
+            raise ValueError(f"the score function gave {s_a} to {text_a!r} and {s_b} to {text_b!r}; a judge needs "
+                             "finite scores. Fix the reward function (or make it return 0 for texts it cannot score).")
         return 0 if s_a >= s_b else 1
     judge.__name__ = f"score_judge({getattr(score_fn, '__name__', 'score_fn')})"
     return judge

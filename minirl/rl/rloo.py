@@ -19,6 +19,7 @@ from minirl import backend, optim
 from minirl.rl.losses import check_finite, pg_loss
 from minirl.rl.pg import rollout_stats
 from minirl.rl.rollout import Rollout
+from minirl.validation import check_ranges
 
 
 def leave_one_out_advantages(returns, k: int):
@@ -50,6 +51,7 @@ class RLOOConfig:
     """clip the global gradient norm (0: no clipping)"""
 
     def __post_init__(self):
+        check_ranges(self, kl_coef="[0, inf)", temperature="(0, inf)", max_grad_norm="[0, inf)")
         if self.k < 2:
             raise ValueError(f"RLOO needs k >= 2 samples per prompt, got {self.k}.")
 

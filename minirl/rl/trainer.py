@@ -21,7 +21,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from minirl import backend, nn, optim
-from minirl.checkpoint import check_settings, load_checkpoint, restore, save_checkpoint
+from minirl.checkpoint import CheckpointError, NonFiniteError, check_settings, load_checkpoint, restore, save_checkpoint
 from minirl.progress import Progress
 from minirl.rl.advantages import RunningMeanBaseline
 from minirl.rl.best_of_n import BestOfNConfig, best_of_n_round
@@ -36,6 +36,7 @@ from minirl.rl.rollout import collect_rollout
 from minirl.rl.trpo import TRPOConfig, trpo_update
 from minirl.tokenizer import ranks_to_text
 from minirl.train import TrainConfig, open_metrics_log
+from minirl.validation import check_ranges
 
 ALGOS = ("pg", "ppo", "grpo", "rloo", "trpo", "best_of_n", "dpo")
 
@@ -85,10 +86,8 @@ class RLConfig:
     def __post_init__(self):
         if self.algo not in ALGOS:
             raise ValueError(f"unknown algo {self.algo!r}; choose one of {', '.join(ALGOS)}.")
-        if self.iterations < 1 or self.batch_size < 1 or self.max_new_tokens < 1:
-            raise ValueError("RLConfig needs iterations, batch_size and max_new_tokens >= 1.")
-        if self.max_sampled_tokens is not None and self.max_sampled_tokens < 1:
-            raise ValueError(f"max_sampled_tokens must be >= 1 (or None), got {self.max_sampled_tokens}.")
+        check_ranges(self, iterations="[1, inf)", batch_size="[1, inf)", max_new_tokens="[1, inf)", lr="(0, inf)",
+                     kl_target="(0, inf)", kl_horizon="[1, inf)", max_sampled_tokens="[1, inf)", dpo_pairs="[1, inf)")
         if self.kl_target is not None and not (self.algo in ("pg", "ppo", "rloo", "trpo") and self.algo_config.kl_coef > 0):
             raise ValueError(f"kl_target adapts β in the reward, and {self.algo} has none to adapt here (GRPO puts its KL "
                              "in the loss, DPO and best-of-n have none, and a kl_coef of 0 cannot be scaled). Drop "
@@ -171,11 +170,11 @@ def train_rl(policy, ref_model, prompts: Sequence[Sequence[int]], reward_fn: Cal
     if checkpoint_path is not None and pathlib.Path(checkpoint_path).exists():
         ckpt = load_checkpoint(checkpoint_path)
         check_settings(ckpt, "rl_config", config.settings(), "RL")
-        start = restore(ckpt, trainable, opt, tokenizer_ranks=ranks)
-        baseline.value, baseline.count = ckpt.meta["extra"]["baseline"]
-        sampled_tokens = ckpt.meta["extra"].get("sampled_tokens", 0)
+        (baseline_value, baseline_count), sampled_tokens, saved_kl_coef = _loop_state(ckpt, checkpoint_path)
+        start = restore(ckpt, trainable, opt, tokenizer_ranks=ranks)  # after every check: a refusal changes nothing
+        baseline.value, baseline.count = baseline_value, baseline_count
         if controller:
-            controller.kl_coef = ckpt.meta["extra"]["kl_coef"]
+            controller.kl_coef = saved_kl_coef
     end = min(config.iterations, stop_at) if stop_at is not None else config.iterations
     if config.max_sampled_tokens is not None and sampled_tokens >= config.max_sampled_tokens:
         end = start  # a resumed run whose budget was already spent
@@ -183,10 +182,16 @@ def train_rl(policy, ref_model, prompts: Sequence[Sequence[int]], reward_fn: Cal
 
     def checkpoint(iteration: int) -> None:
         if checkpoint_path is not None:
-            save_checkpoint(checkpoint_path, trainable, step=iteration, optimizer=opt, tokenizer_ranks=ranks,
-                            extra={"rl_config": config.settings(), "baseline": [baseline.value, baseline.count],
-                                   "sampled_tokens": sampled_tokens,
-                                   "kl_coef": controller.kl_coef if controller else algo.kl_coef})
+            try:
+                save_checkpoint(checkpoint_path, trainable, step=iteration, optimizer=opt, tokenizer_ranks=ranks,
+                                extra={"rl_config": config.settings(), "baseline": [baseline.value, baseline.count],
+                                       "sampled_tokens": sampled_tokens,
+                                       "kl_coef": controller.kl_coef if controller else algo.kl_coef})
+            except NonFiniteError as e:
+                cause = (f"the trust region, --rl-trpo-max-kl {config.trpo.max_kl}, or the value model's --rl-lr "
+                         f"{config.lr}" if config.algo == "trpo" else f"the learning rate, --rl-lr {config.lr}")
+                raise NonFiniteError(f"{config.algo}: the weights became NaN or inf by iteration {iteration} ({e}) "
+                                     f"The most likely cause: {cause}; lower it.") from None
 
     history: list[dict] = []
     budget = config.max_sampled_tokens
@@ -229,6 +234,20 @@ def train_rl(policy, ref_model, prompts: Sequence[Sequence[int]], reward_fn: Cal
                 bar.close()
                 break
     return history
+
+
+def _loop_state(ckpt, path) -> tuple[tuple[float, int], int, float]:
+    """The running baseline, tokens sampled and β a checkpoint of `train_rl` carries, checked."""
+    extra = ckpt.meta.get("extra")
+    try:
+        value, count = extra["baseline"]
+        state = (float(value), int(count)), int(extra.get("sampled_tokens", 0)), float(extra["kl_coef"])
+    except (TypeError, KeyError, ValueError) as e:
+        raise CheckpointError(f"{path} is not a checkpoint of the RL loop: its baseline, token count or β is "
+                              f"missing or malformed ({type(e).__name__}: {e}).") from None
+    if not all(np.isfinite(x) for x in (state[0][0], state[2])):
+        raise CheckpointError(f"{path} carries a NaN or infinite baseline or β: the run that wrote it had diverged.")
+    return state
 
 
 def _train_best_of_n(policy, prompts, reward_fn, tokenizer, config: RLConfig, log_path, progress, rng) -> list[dict]:
@@ -277,6 +296,10 @@ def _train_dpo_from_judge(policy, ref_model, prompts, reward_fn, tokenizer, conf
     text = lambda ids: tokenizer.decode([t for t in ids if t != tokenizer.eot_id])  # noqa: E731
     chosen = reward_fn([text(p.chosen_ids) for p in pairs])
     rejected = reward_fn([text(p.rejected_ids) for p in pairs])
+    scores = np.asarray([chosen, rejected], dtype=np.float64)  # (2, pairs)
+    if not np.isfinite(scores).all():
+        raise ValueError("the reward function gave NaN or inf to some of the judged samples; DPO needs finite "
+                         "scores to tell chosen from rejected. Fix the reward function.")
     pairs = [p for p, a, b in zip(pairs, chosen, rejected) if a != b]
     if not pairs:
         raise ValueError("every judged pair was a tie: the reward function cannot tell the policy's samples "

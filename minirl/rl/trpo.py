@@ -54,6 +54,7 @@ from minirl.rl.pg import rollout_stats
 from minirl.rl.ppo import advantages_and_returns
 from minirl.rl.rollout import Rollout, state_values
 from minirl.tensor import Tensor, no_grad
+from minirl.validation import check_ranges
 
 
 @dataclass
@@ -90,6 +91,8 @@ class TRPOConfig:
     """full-batch regression steps of the value model per update (with a value model)"""
 
     def __post_init__(self):
+        check_ranges(self, kl_coef="[0, inf)", gamma="[0, 1]", lam="[0, 1]", temperature="(0, inf)",
+                     fvp_eps="(0, inf)")
         if not self.max_kl > 0:
             raise ValueError(f"TRPOConfig.max_kl (δ) must be > 0, got {self.max_kl}: it is the trust region's radius.")
         if self.cg_iters < 1 or self.backtrack_iters < 1 or self.value_epochs < 0:
