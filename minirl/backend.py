@@ -47,6 +47,7 @@ PARALLEL_MIN_SIZE = 1 << 16
 """Arrays with fewer elements than this run on the calling thread: below ~64k elements
 handing a block to another thread costs more than it saves (tests set it to 1)."""
 _in_parallel = threading.local()  # .active is True on a thread running a parallel_rows block
+_installed_cupy: tuple | None = None  # (cupy, cupyx) served instead of importing CuPy; see install_cupy
 
 
 class BackendError(RuntimeError):
@@ -76,6 +77,27 @@ def _import_cupy():
     return cupy
 
 
+def install_cupy(cupy_module, cupyx_module) -> None:
+    """Serve `cupy_module` and `cupyx_module` as the cupy backend instead of importing CuPy;
+    ``install_cupy(None, None)`` goes back to the real import.
+
+    For the test suite only: it installs its strict CPU stand-in for CuPy
+    (``tests/cupy_standin``) here, so the cupy code path runs on every CI machine.
+    """
+    global _installed_cupy, _active, _device_rng
+    if _active == "cupy":
+        _active, _device_rng = None, None  # arrays of the old module must not meet the new one
+    _installed_cupy = None if cupy_module is None else (cupy_module, cupyx_module)
+
+
+def _cupyx():
+    if _installed_cupy is not None:
+        return _installed_cupy[1]
+    import cupyx
+
+    return cupyx
+
+
 def cupy_available() -> bool:
     """True when cupy imports and a GPU is present, so the cupy backend would work."""
     try:
@@ -89,7 +111,7 @@ def _module(name: str):
     if name == "numpy":
         return np
     if name == "cupy":
-        return _import_cupy()
+        return _installed_cupy[0] if _installed_cupy is not None else _import_cupy()
     raise BackendError(f"unknown backend {name!r}; choose one of {', '.join(map(repr, BACKENDS))}.")
 
 
@@ -242,9 +264,7 @@ def scatter_add(target, indices, values) -> None:
     if get_array_module(target) is np:
         np.add.at(target, indices, values)
     else:
-        import cupyx
-
-        cupyx.scatter_add(target, indices, values)
+        _cupyx().scatter_add(target, indices, values)
 
 
 def einsum_into(subscripts: str, *operands, out) -> None:
