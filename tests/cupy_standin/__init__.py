@@ -20,7 +20,9 @@ range check must happen in minirl before the array reaches the library.
 
 It counts, in `counts`, the host synchronisations a GPU would make (``float``, ``int``,
 ``bool``, ``.item()``, ``.tolist()``, ``.get()``, printing, boolean-mask indexing, and
-``nonzero``-like calls whose output size depends on the data) and every array op.
+``nonzero``-like calls whose output size depends on the data), every array op, the calls
+of each function by name, and full sorts: ``sort``, ``argsort``, and a ``partition`` whose
+kth is 1024 or more, which CuPy runs as a sort of the whole axis.
 """
 
 from __future__ import annotations
@@ -48,10 +50,12 @@ class Counts:
     def reset(self) -> None:
         self.syncs = 0
         self.ops = 0
+        self.sorts = 0
         self.sync_kinds: collections.Counter = collections.Counter()
+        self.calls: collections.Counter = collections.Counter()
 
     def __repr__(self) -> str:
-        return f"Counts(syncs={self.syncs}, ops={self.ops}, sync_kinds={dict(self.sync_kinds)})"
+        return f"Counts(syncs={self.syncs}, ops={self.ops}, sorts={self.sorts}, sync_kinds={dict(self.sync_kinds)})"
 
 
 counts = Counts()
@@ -60,6 +64,20 @@ counts = Counts()
 def _sync(kind: str) -> None:
     counts.syncs += 1
     counts.sync_kinds[kind] += 1
+
+
+def _call(name: str, a=None, args=(), kwargs=None) -> None:
+    """Count a call of `name` (on array `a` for sorting calls, with the call's other arguments)."""
+    counts.ops += 1
+    counts.calls[name] += 1
+    if name in ("sort", "argsort"):
+        counts.sorts += 1
+    elif name == "partition" and isinstance(a, ndarray):
+        kth = args[0] if args else kwargs["kth"]
+        axis = args[1] if len(args) > 1 else kwargs.get("axis", -1)
+        n = a.shape[axis]
+        if any(k % n >= 1024 for k in np.atleast_1d(kth).tolist()):
+            counts.sorts += 1  # CuPy partitions by sorting the whole axis once kth >= 1024
 
 
 def _unsupported(value) -> TypeError:
@@ -269,7 +287,7 @@ class ndarray:
 
         def method(*args, **kwargs):
             _check_keywords(entry, f"ndarray.{name}", kwargs)
-            counts.ops += 1
+            _call(name, self, args, kwargs)
             if name in ("nonzero",):
                 _sync(name)
             args, kwargs = _unwrap(args), {k: _unwrap(v) for k, v in kwargs.items()}
@@ -328,6 +346,7 @@ class ufunc:
 
     def __call__(self, *args, **kwargs):
         _check_keywords(API["ufunc_keywords"], self.name, kwargs)
+        counts.calls[self.name] += 1
         operands = []
         for a in args:
             b = _operand(a)
@@ -354,7 +373,7 @@ def _function(name: str, np_func, namespace: str = "cupy"):
 
     def call(*args, **kwargs):
         _check_keywords(entry, f"{namespace}.{name}", kwargs)
-        counts.ops += 1
+        _call(name, args[0] if args else None, args[1:], kwargs)
         if name in _SYNCING:
             _sync(name)
         if name == "asnumpy":
