@@ -80,8 +80,9 @@ def _import_cupy():
         import cupy
     except ImportError as e:
         raise BackendError(
-            "the cupy backend was requested but cupy is not installed. "
-            "Install it with `pip install -e \".[gpu]\"` (cupy-cuda12x, needs CUDA 12), "
+            "the cupy backend was requested but cupy is not installed. Install the wheel for the "
+            "CUDA major version your driver reports (nvidia-smi): `pip install -e \".[gpu-cuda13]\"` "
+            "(cupy-cuda13x) or `pip install -e \".[gpu-cuda12]\"` (cupy-cuda12x), never both; "
             "or use the numpy backend (MINIRL_BACKEND=numpy)."
         ) from e
     try:
@@ -318,6 +319,14 @@ def sum_last_axis(a, other=None, out=None):
         return total
     out[...] = total
     return out
+
+
+def column_dot(a, b):
+    """``Σ_i a[i, j]·b[i, j]`` of two (N, C) arrays, shape (C,): an einsum on NumPy (no
+    temporary), a product and a reduction on CuPy (see `sum_last_axis` for why)."""
+    if get_array_module(a) is np:
+        return np.einsum("ij,ij->j", a, b)
+    return (a * b).sum(axis=0)
 
 
 def sum_of_squares(arrays):

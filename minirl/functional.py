@@ -299,7 +299,7 @@ def layer_norm(x, weight=None, bias=None, eps: float = 1e-5) -> Tensor:
         backend.parallel_rows(backward, g2, xhat, rstd, d)
         grads = [d.reshape(x.shape)]
         if weight is not None:
-            grads.append(xp.einsum("ij,ij->j", g2, xhat))  # Σ_rows g·x̂
+            grads.append(backend.column_dot(g2, xhat))  # Σ_rows g·x̂
         if bias is not None:
             grads.append(column_sum(g2))
         return tuple(grads)
