@@ -9,6 +9,26 @@ importing numpy or cupy itself (the chainer / array-API pattern)::
 Select the backend with the environment variable ``MINIRL_BACKEND=numpy|cupy``
 (read on first use) or with ``backend.use("cupy")``. Only this file imports cupy.
 
+The boundary rule: every public function of minirl moves host inputs (NumPy arrays,
+lists, scalars) to the active backend on entry, with `to_backend`, and returns arrays of
+the active backend; read them back with `to_numpy`. CuPy refuses NumPy operands, so
+without the rule a helper handed a NumPy mask on the GPU would crash mid-way.
+
+Host synchronisations: on a GPU, every ``float()``, ``int()``, ``bool()``, ``.item()`` or
+boolean-mask index waits for the device and reads it back. Hot loops keep their values on
+the device; integer ids are range-checked by `check_range` where they are host data (a
+user's prompts, targets, indices), since CuPy wraps an out-of-range index silently, while
+ids that are already on the device (sampled tokens, positions) are trusted on CuPy, where
+a check would cost a sync. `poll_interval` says how often a loop may read a device flag.
+
+Determinism: on NumPy a seed and a config fix every bit of a run, and a checkpoint
+resumes it bit for bit (weights, AdamW moments, both generators, the step). On CuPy a
+resumed run restores the host generator (initialisation, data order), the weights and the
+optimizer exactly, but re-seeds the device generator (dropout, sampling): CuPy's
+generator state cannot be saved. The embedding backward is the same bits on every run on
+both (`embedding_grad`); the backwards of `gather` and of advanced indexing scatter-add
+with atomics on CuPy, so there their sums may round differently from run to run.
+
 Random numbers come from two generators, both seeded by `manual_seed`:
 `host_rng()` is always NumPy and draws parameter initialisations and data
 shuffles, so a model starts identical on either backend; `device_rng()` lives on
@@ -47,6 +67,7 @@ PARALLEL_MIN_SIZE = 1 << 16
 """Arrays with fewer elements than this run on the calling thread: below ~64k elements
 handing a block to another thread costs more than it saves (tests set it to 1)."""
 _in_parallel = threading.local()  # .active is True on a thread running a parallel_rows block
+_installed_cupy: tuple | None = None  # (cupy, cupyx) served instead of importing CuPy; see install_cupy
 
 
 class BackendError(RuntimeError):
@@ -59,8 +80,9 @@ def _import_cupy():
         import cupy
     except ImportError as e:
         raise BackendError(
-            "the cupy backend was requested but cupy is not installed. "
-            "Install it with `pip install -e \".[gpu]\"` (cupy-cuda12x, needs CUDA 12), "
+            "the cupy backend was requested but cupy is not installed. Install the wheel for the "
+            "CUDA major version your driver reports (nvidia-smi): `pip install -e \".[gpu-cuda13]\"` "
+            "(cupy-cuda13x) or `pip install -e \".[gpu-cuda12]\"` (cupy-cuda12x), never both; "
             "or use the numpy backend (MINIRL_BACKEND=numpy)."
         ) from e
     try:
@@ -76,6 +98,27 @@ def _import_cupy():
     return cupy
 
 
+def install_cupy(cupy_module, cupyx_module) -> None:
+    """Serve `cupy_module` and `cupyx_module` as the cupy backend instead of importing CuPy;
+    ``install_cupy(None, None)`` goes back to the real import.
+
+    For the test suite only: it installs its strict CPU stand-in for CuPy
+    (``tests/cupy_standin``) here, so the cupy code path runs on every CI machine.
+    """
+    global _installed_cupy, _active, _device_rng
+    if _active == "cupy":
+        _active, _device_rng = None, None  # arrays of the old module must not meet the new one
+    _installed_cupy = None if cupy_module is None else (cupy_module, cupyx_module)
+
+
+def _cupyx():
+    if _installed_cupy is not None:
+        return _installed_cupy[1]
+    import cupyx
+
+    return cupyx
+
+
 def cupy_available() -> bool:
     """True when cupy imports and a GPU is present, so the cupy backend would work."""
     try:
@@ -89,7 +132,7 @@ def _module(name: str):
     if name == "numpy":
         return np
     if name == "cupy":
-        return _import_cupy()
+        return _installed_cupy[0] if _installed_cupy is not None else _import_cupy()
     raise BackendError(f"unknown backend {name!r}; choose one of {', '.join(map(repr, BACKENDS))}.")
 
 
@@ -232,6 +275,94 @@ def set_rng_state(state: dict) -> None:
     host_rng().bit_generator.state = state["host"]
     if "device" in state and name() == "numpy":
         device_rng().bit_generator.state = state["device"]
+
+
+def check_range(ids, low: int, high: int, message: str, counted=None) -> None:
+    """Raise ValueError(message.format(bad=...)) if host integer `ids` hold a value outside
+    [low, high) (only where `counted` is nonzero, when given; a `counted` on the GPU is read
+    back). Arrays on a GPU are not checked: the answer would cost a host sync, and minirl's
+    own device ids (sampled tokens, positions) are in range by construction."""
+    if type(ids) is not np.ndarray and type(ids).__module__.startswith("cupy"):
+        return
+    ids = np.asarray(ids)
+    if counted is not None:
+        ids = ids[to_numpy(counted) != 0]
+    if ids.size:
+        lo, hi = int(ids.min()), int(ids.max())
+        if lo < low or hi >= high:
+            raise ValueError(message.format(bad=hi if hi >= high else lo))
+
+
+def poll_interval() -> int:
+    """Steps between reads of a device flag in a loop (e.g. "has every row stopped?"): 1 on
+    NumPy, where reading is free; 8 on CuPy, where each read waits for the GPU."""
+    return 1 if name() == "numpy" else 8
+
+
+def sum_last_axis(a, other=None, out=None):
+    """``Σ_k a[..., k]`` (or ``Σ_k a[..., k]·other[..., k]``), shape ``a.shape[:-1]``; written
+    into `out` (that shape) when given.
+
+    NumPy: an einsum, 2-4× faster than ``a.sum(axis=-1)`` (whose reduction loop restarts
+    on every short row) and with no temporary for the product. CuPy: a plain reduction;
+    its einsum re-parses the subscripts on every call and turns the two-operand form into
+    a batched matmul.
+    """
+    if get_array_module(a) is np:
+        operands = ("...k->...", a) if other is None else ("...k,...k->...", a, other)
+        if out is None:
+            return np.einsum(*operands)
+        np.einsum(*operands, out=out)
+        return out
+    total = (a if other is None else a * other).sum(axis=-1)
+    if out is None:
+        return total
+    out[...] = total
+    return out
+
+
+def column_dot(a, b):
+    """``Σ_i a[i, j]·b[i, j]`` of two (N, C) arrays, shape (C,): an einsum on NumPy (no
+    temporary), a product and a reduction on CuPy (see `sum_last_axis` for why)."""
+    if get_array_module(a) is np:
+        return np.einsum("ij,ij->j", a, b)
+    return (a * b).sum(axis=0)
+
+
+def sum_of_squares(arrays):
+    """``Σ_arrays Σ a²`` as a 0-d float64 array on the arrays' backend, with no host sync.
+
+    NumPy: one BLAS dot product per array in its own dtype, redone in float64 where that
+    overflowed (float32 squares overflow for |a| beyond ~1.8e19). CuPy: each array's
+    squares summed in float64 on the device, which cannot overflow.
+    """
+    xp = get_array_module(*arrays)
+    if xp is np:
+        total = 0.0
+        for a in arrays:
+            sq = float(np.vdot(a, a))
+            total += sq if np.isfinite(sq) else float((a.astype(np.float64) ** 2).sum())
+        return np.asarray(total)
+    return sum(xp.square(a, dtype=xp.float64).sum() for a in arrays)
+
+
+def embedding_grad(ids, g, rows: int):
+    """``dW[v] = Σ_{n: ids[n] = v} g[n]``: the (rows, C) gradient of a table lookup, from
+    ids (N,) and the rows' gradients g (N, C), the same bits on every run.
+
+    NumPy: ``add.at`` into the flattened table (one index per element: much faster on 1-D).
+    CuPy: a one-hot (rows, N) @ (N, C) matmul, since its scatter-add uses atomics whose
+    order, and so rounding, changes from run to run.
+    """
+    N, C = g.shape
+    xp = get_array_module(g)
+    if xp is np:
+        dw = np.zeros(rows * C, dtype=g.dtype)
+        np.add.at(dw, (ids.reshape(-1, 1) * C + np.arange(C)).reshape(-1), g.reshape(-1))  # (N·C,) positions
+        return dw.reshape(rows, C)
+    onehot = xp.zeros((rows, N), dtype=g.dtype)
+    onehot[ids, xp.arange(N)] = 1  # one entry per column: a plain write, no atomics
+    return onehot @ g
 
 
 def scatter_add(target, indices, values) -> None:

@@ -25,16 +25,13 @@ def row_sum(a, axis: int = -1, other=None, out=None):
     """``Σ a`` (or ``Σ a·other``) over `axis`, keeping it as a length-1 axis; written
     into `out` (that shape) when given.
 
-    Over the last axis this is an einsum: NumPy runs it 2-4× faster than
-    ``a.sum(axis=-1)`` (whose reduction loop restarts on every short row) and with no
-    temporary for the product. Each row's sum reads only that row.
+    Over the last axis the backend picks the fastest form (`backend.sum_last_axis`: an
+    einsum on NumPy, a reduction on CuPy). Each row's sum reads only that row.
     """
-    xp = backend.get_array_module(a)
     if axis in (-1, a.ndim - 1):
-        operands = ("...k->...", a) if other is None else ("...k,...k->...", a, other)
         if out is None:
-            return xp.einsum(*operands)[..., None]
-        backend.einsum_into(*operands, out=out[..., 0])
+            return backend.sum_last_axis(a, other)[..., None]
+        backend.sum_last_axis(a, other, out=out[..., 0])
         return out
     total = (a if other is None else a * other).sum(axis=axis, keepdims=True)
     if out is None:
@@ -173,7 +170,8 @@ def cross_entropy(logits, targets, mask=None, ignore_index: int | None = None,
     """
     logits = as_tensor(logits)
     xp = backend.get_array_module(logits.data)
-    t = targets.data if isinstance(targets, Tensor) else xp.asarray(targets)
+    given = targets.data if isinstance(targets, Tensor) else targets  # range-checked below if on the host
+    t = backend.to_backend(given)
     if t.shape != logits.shape[:-1]:
         raise ValueError(f"cross_entropy: targets have shape {t.shape} but logits {logits.shape} "
                          f"need targets of shape {logits.shape[:-1]}.")
@@ -191,10 +189,8 @@ def cross_entropy(logits, targets, mask=None, ignore_index: int | None = None,
         w = w * (t != ignore_index)
         t = xp.where(t == ignore_index, 0, t)
     V = logits.shape[-1]
-    counted = t[w != 0]
-    if counted.size and (int(counted.min()) < 0 or int(counted.max()) >= V):
-        bad = int(counted.max()) if int(counted.max()) >= V else int(counted.min())
-        raise ValueError(f"cross_entropy: target id {bad} is out of range for {V} classes (0..{V - 1}).")
+    backend.check_range(given, 0, V, f"cross_entropy: target id {{bad}} is out of range for {V} classes (0..{V - 1}).",
+                        counted=w)  # masked positions may hold padding ids
     t = xp.clip(t, 0, V - 1)  # masked positions may hold padding ids; they get zero weight anyway
 
     e, total, shift = softmax_parts(logits.data, -1)  # softmax = e / total, kept for backward
@@ -203,8 +199,8 @@ def cross_entropy(logits, targets, mask=None, ignore_index: int | None = None,
     if reduction == "none":
         out, scale = nll, w
     else:
-        denom = float(w.sum()) if reduction == "mean" else 1.0
-        denom = denom if denom != 0 else 1.0
+        denom = w.sum() if reduction == "mean" else xp.ones((), dtype=w.dtype)
+        denom = xp.where(denom != 0, denom, 1.0)  # on the device: no host sync
         out, scale = nll.sum() / denom, w / denom
 
     def _backward(g):
@@ -303,7 +299,7 @@ def layer_norm(x, weight=None, bias=None, eps: float = 1e-5) -> Tensor:
         backend.parallel_rows(backward, g2, xhat, rstd, d)
         grads = [d.reshape(x.shape)]
         if weight is not None:
-            grads.append(xp.einsum("ij,ij->j", g2, xhat))  # Σ_rows g·x̂
+            grads.append(backend.column_dot(g2, xhat))  # Σ_rows g·x̂
         if bias is not None:
             grads.append(column_sum(g2))
         return tuple(grads)
@@ -336,27 +332,23 @@ def gelu(x) -> Tensor:
 def embedding(weight, ids) -> Tensor:
     """Row lookup ``out[..., :] = weight[ids[...], :]``: (V, C), (...) -> (..., C).
 
-    The backward scatter-adds each row's gradient into the rows that were read,
-    so a token that appears twice gets both contributions. It scatters into the
-    flattened table (one index per element): NumPy's add.at is much faster on 1-D.
+    The backward sums each row's gradient into the rows that were read, so a token
+    that appears twice gets both contributions (`backend.embedding_grad`: a scatter-add
+    on NumPy, a one-hot matmul on CuPy, whose scatter-add is not bit-reproducible).
     """
     weight = as_tensor(weight)
     xp = backend.get_array_module(weight.data)
-    ids = ids.data if isinstance(ids, Tensor) else xp.asarray(ids)
+    given = ids.data if isinstance(ids, Tensor) else ids
+    ids = backend.to_backend(given)
     if ids.dtype.kind not in "iu":
         raise TypeError(f"embedding: ids must be integers, got dtype {ids.dtype}.")
     ids = ids.astype(xp.int64, copy=False)  # uint16 ids would overflow in the flat index ids·C below
     V, C = weight.shape
-    if ids.size and (int(ids.min()) < 0 or int(ids.max()) >= V):
-        bad = int(ids.max()) if int(ids.max()) >= V else int(ids.min())
-        raise ValueError(f"embedding: id {bad} is out of range for a table of {V} rows (0..{V - 1}).")
+    backend.check_range(given, 0, V, f"embedding: id {{bad}} is out of range for a table of {V} rows (0..{V - 1}).")
     out = weight.data[ids]
 
     def _backward(g):
-        dw = xp.zeros(V * C, dtype=weight.dtype)
-        flat = (ids.reshape(-1, 1) * C + xp.arange(C)).reshape(-1)  # (N·C,) positions in the table
-        backend.scatter_add(dw, flat, g.reshape(-1))
-        return (dw.reshape(V, C),)
+        return (backend.embedding_grad(ids.reshape(-1), g.reshape(-1, C), V),)  # (N,), (N, C) -> (V, C)
     return Tensor._make(out, (weight,), _backward)
 
 
@@ -480,7 +472,7 @@ def dropout(x, p: float, training: bool = True, rng=None) -> Tensor:
     if not training or p == 0.0:
         return x
     rng = rng if rng is not None else backend.device_rng()
-    keep = (rng.random(x.shape) >= p).astype(x.dtype) / (1.0 - p)
+    keep = (backend.to_backend(rng.random(x.shape)) >= p).astype(x.dtype) / (1.0 - p)  # a NumPy rng's draws move
 
     def _backward(g):
         return (g * keep,)

@@ -54,9 +54,30 @@ def _index_data(index):
     return index
 
 
+def _check_host_index(shape, index) -> None:
+    """Range-check the integer arrays of an advanced index given on the host: CuPy would wrap
+    an out-of-range one silently (NumPy raises; minirl raises the same ValueError on both)."""
+    parts = [p.data if isinstance(p, Tensor) else p for p in (index if isinstance(index, tuple) else (index,))]
+    is_mask = [getattr(p, "dtype", None) == bool for p in parts]
+    used = sum(np.ndim(p) if m else 0 if p is None or p is Ellipsis else 1 for p, m in zip(parts, is_mask))
+    axis = 0
+    for p, mask in zip(parts, is_mask):
+        if p is Ellipsis:
+            axis += len(shape) - used
+        elif mask:
+            axis += np.ndim(p)
+        elif p is not None:
+            if isinstance(p, list) or getattr(p, "dtype", None) is not None and p.dtype.kind in "iu":
+                n = shape[axis]
+                backend.check_range(p, -n, n, f"index {{bad}} is out of range for axis {axis} of size {n}.")
+            axis += 1
+
+
 def getitem(a, index) -> Tensor:
     """Basic and advanced indexing. The gradient scatter-adds, so repeated indices accumulate."""
     a = as_tensor(a)
+    if not _is_basic(index):
+        _check_host_index(a.shape, index)
     index = _index_data(index)
     out = a.data[index]
 
@@ -82,9 +103,12 @@ def gather(a, index, axis: int = -1) -> Tensor:
     into the positions that were read.
     """
     a = as_tensor(a)
+    axis = axis % a.ndim
+    n = a.shape[axis]
+    backend.check_range(index.data if isinstance(index, Tensor) else index, -n, n,
+                        f"gather: index {{bad}} is out of range for axis {axis} of size {n}.")
     index = _index_data(index)
     xp = backend.get_array_module(a.data)
-    axis = axis % a.ndim
     if index.ndim != a.ndim or any(n != m for d, (n, m) in enumerate(zip(index.shape, a.shape)) if d != axis):
         raise ValueError(f"gather along axis {axis}: index shape {index.shape} must match the tensor's "
                          f"shape {a.shape} in every other axis.")
@@ -125,6 +149,8 @@ def where(condition, a, b) -> Tensor:
     a, b = as_tensors(a, b)
     cond = _index_data(condition)
     xp = backend.get_array_module(a.data, b.data)
+    if not hasattr(cond, "dtype"):  # a Python bool or list: CuPy's where needs an array (it calls .astype)
+        cond = xp.asarray(cond, dtype=bool)
     out = xp.where(cond, a.data, b.data)
 
     def _backward(g):

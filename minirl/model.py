@@ -152,8 +152,9 @@ class GPT(nn.Module):
         self.lm_head = None if config.tie_weights else nn.Linear(config.n_embd, config.vocab_size, bias=False, std=0.02)
 
     def _check_ids(self, idx, t0: int):
-        xp = backend.xp()
-        idx = idx.data if isinstance(idx, Tensor) else xp.asarray(idx)
+        idx = idx.data if isinstance(idx, Tensor) else idx
+        if not hasattr(idx, "dtype"):
+            idx = np.asarray(idx)
         if idx.ndim != 2 or idx.shape[1] == 0 or idx.shape[0] == 0:
             raise ValueError(f"GPT expects token ids of shape (B, T) with B, T >= 1, got {idx.shape}.")
         if idx.dtype.kind not in "iu":
@@ -161,11 +162,9 @@ class GPT(nn.Module):
         if t0 + idx.shape[1] > self.config.block_size:
             raise ValueError(f"sequence of {t0 + idx.shape[1]} tokens is longer than block_size="
                              f"{self.config.block_size}; truncate it or use a model with a larger block_size.")
-        if idx.size and (int(idx.min()) < 0 or int(idx.max()) >= self.config.vocab_size):
-            bad = int(idx.max()) if int(idx.max()) >= self.config.vocab_size else int(idx.min())
-            raise ValueError(f"token id {bad} is out of range for vocab_size={self.config.vocab_size}; "
-                             "was the model built for a different tokenizer?")
-        return idx
+        backend.check_range(idx, 0, self.config.vocab_size, "token id {bad} is out of range for vocab_size="
+                            f"{self.config.vocab_size}; was the model built for a different tokenizer?")
+        return backend.to_backend(idx)  # checked on the host, then moved
 
     def hidden_states(self, idx, key_mask=None, positions=None, cache: KVCache | None = None) -> Tensor:
         """Final hidden states after ln_f, (B, T) ids -> (B, T, C): what reward and value heads read.

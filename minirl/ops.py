@@ -234,6 +234,8 @@ def clip(a, lo=None, hi=None) -> Tensor:
     a = as_tensor(a)
     if lo is None and hi is None:
         raise ValueError("clip needs at least one of lo and hi.")
+    lo, hi = (b if b is None or isinstance(b, (int, float, np.generic)) else backend.to_backend(b)
+              for b in (lo, hi))  # array bounds, host ones too, as arrays of the backend
     xp = backend.get_array_module(a.data)
     out = xp.clip(a.data, lo, hi)
 

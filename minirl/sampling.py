@@ -56,6 +56,7 @@ def inverse_cdf(w, r):
     as on a GPU, need not be monotone (NumPy's sequential cumsum is). A row with no
     mass at all (every logit -inf) gets the last id, V - 1.
     """
+    w, r = backend.to_backend(w), backend.to_backend(r)
     xp = backend.get_array_module(w)
     if w.ndim != 2 or w.shape[1] == 0 or tuple(r.shape) != (w.shape[0], 1):
         raise ValueError(f"inverse_cdf expects weights (B, V) with V >= 1 and uniforms (B, 1); "
@@ -90,6 +91,7 @@ def sample_next(logits, temperature: float = 1.0, top_k: int | None = None, top_
     smallest set whose probability reaches p. Both only restrict where samples may
     land; with them on, the returned log-probs are those of the untruncated policy.
     """
+    logits = backend.to_backend(logits)
     xp = backend.get_array_module(logits)
     if not 0 < temperature < float("inf"):  # NaN too: it would sample garbage
         raise ValueError(f"temperature must be positive, got {temperature}; use top_k=1 for greedy decoding.")
@@ -99,8 +101,9 @@ def sample_next(logits, temperature: float = 1.0, top_k: int | None = None, top_
         if top_k < 1:
             raise ValueError(f"top_k must be >= 1, got {top_k}.")
         k = min(top_k, scaled.shape[-1])
-        kth = xp.partition(scaled, -k, axis=-1)[:, -k:].min(axis=-1, keepdims=True)
-        weights[scaled < kth] = 0
+        # the k-th largest logit, partitioned from the small side: CuPy sorts the whole row once kth >= 1024
+        kth = -xp.partition(-scaled, k - 1, axis=-1)[:, :k].max(axis=-1, keepdims=True)
+        xp.copyto(weights, 0, where=scaled < kth)  # not weights[mask] = 0: a boolean index syncs on a GPU
     if top_p is not None and not 0.0 < top_p <= 1.0:
         raise ValueError(f"top_p must be in (0, 1], got {top_p}.")
     if top_p is not None and top_p < 1.0:  # 1.0 keeps everything; skip the sort (and its round-off)
@@ -109,9 +112,10 @@ def sample_next(logits, temperature: float = 1.0, top_k: int | None = None, top_
         ahead = xp.cumsum(sorted_w, axis=-1) - sorted_w  # mass strictly ahead of each token
         drop = xp.zeros(weights.shape, dtype=bool)
         xp.put_along_axis(drop, order, ahead >= top_p * sorted_w.sum(axis=-1, keepdims=True), axis=-1)
-        weights[drop] = 0
+        xp.copyto(weights, 0, where=drop)
     rng = rng if rng is not None else backend.device_rng()
-    ids = inverse_cdf(weights, rng.random((weights.shape[0], 1), dtype=weights.dtype))  # on unnormalised weights
+    r = backend.to_backend(rng.random((weights.shape[0], 1), dtype=weights.dtype))  # a NumPy rng's draws move
+    ids = inverse_cdf(weights, r)  # on unnormalised weights
     logprobs = (xp.take_along_axis(scaled, ids[:, None], axis=-1) - shift) - xp.log(total)
     return ids, logprobs[:, 0]
 
@@ -134,6 +138,8 @@ def generate(model: GPT, prompts: Sequence[Sequence[int]], max_new_tokens: int, 
     for i, p in enumerate(prompts):
         if len(p) == 0:
             raise ValueError(f"prompt {i} is empty; start unconditional samples with the <|endoftext|> id.")
+        backend.check_range(backend.to_numpy(p), 0, cfg.vocab_size, f"prompt {i}: token id {{bad}} is out of range "
+                            f"for vocab_size={cfg.vocab_size}; was the model built for a different tokenizer?")
     P = max(len(p) for p in prompts)
     if P + max_new_tokens > cfg.block_size:
         raise ValueError(f"prompt length {P} + max_new_tokens {max_new_tokens} = {P + max_new_tokens} exceeds "
@@ -164,7 +170,9 @@ def generate(model: GPT, prompts: Sequence[Sequence[int]], max_new_tokens: int, 
                 end = t + 1
                 if eot_id is not None:
                     done |= ids == eot_id
-                if bool(done.all()) or t + 1 == P + max_new_tokens:
+                if t + 1 == P + max_new_tokens:
+                    break
+                if (t - P + 1) % backend.poll_interval() == 0 and bool(done.all()):  # a sync on a GPU: not every token
                     break
                 if use_cache:  # feed only the new token; keys and values of the rest are cached
                     step_pos = positions_from_mask(attention[:, :t + 1])[:, -1:]  # (B, 1)

@@ -143,16 +143,20 @@ def train_lm(model, train_data, config: TrainConfig, *, val_data=None, checkpoin
                                          warmup_steps=min(config.warmup_steps, config.steps), min_lr=config.min_lr)
             x, y, mask = train_data.sample(backend.host_rng(), config.batch_size)
             loss = model.loss(x, y, mask)
-            if not math.isfinite(loss.item()):
-                raise FloatingPointError(f"{desc}: the loss is {loss.item()} at step {step + 1}; training stopped "
-                                         "before the update so the last checkpoint stays good. The most likely "
-                                         f"cause: {divergence_cause(config, flag_prefix)}; or check the data.")
             opt.zero_grad()
             loss.backward()
             grad_norm = optim.clip_grad_norm(params, config.grad_clip) if config.grad_clip > 0 else None
+            # the step's one read from the device: the logged loss and norm together, before the update
+            logged = [loss.data] + ([grad_norm] if grad_norm is not None else [])
+            loss_value, *norm = backend.to_numpy(backend.xp().stack([v.astype("float64") for v in logged])).tolist()
+            grad_norm = norm[0] if norm else None
+            if not math.isfinite(loss_value):
+                raise FloatingPointError(f"{desc}: the loss is {loss_value} at step {step + 1}; training stopped "
+                                         "before the update so the last checkpoint stays good. The most likely "
+                                         f"cause: {divergence_cause(config, flag_prefix)}; or check the data.")
             opt.step()
             done = step + 1
-            metrics = {"step": done, "loss": loss.item(), "lr": opt.lr, "grad_norm": grad_norm,
+            metrics = {"step": done, "loss": loss_value, "lr": opt.lr, "grad_norm": grad_norm,
                        "tokens_per_s": x.size / max(time.perf_counter() - t_step, 1e-9)}
             if val_data is not None and (done == end or (config.eval_interval and done % config.eval_interval == 0)):
                 metrics["val_loss"] = evaluate(model, val_data, config.batch_size, config.eval_batches)

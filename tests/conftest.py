@@ -8,6 +8,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 from minirl import backend
+from tests import cupy_standin
 
 # Derandomized, so CI is deterministic; a fixed example budget keeps the suite fast.
 settings.register_profile(
@@ -22,6 +23,7 @@ settings.load_profile("minirl")
 _CUPY_REASON = "cupy backend unavailable: cupy is not installed or no CUDA GPU is visible"
 BACKEND_PARAMS = [
     "numpy",
+    "standin",  # the cupy code path on the CPU, through the strict stand-in (tests/cupy_standin)
     pytest.param("cupy", marks=pytest.mark.skipif(not backend.cupy_available(), reason=_CUPY_REASON)),
 ]
 
@@ -48,9 +50,16 @@ def _fresh_state():
 
 @pytest.fixture(params=BACKEND_PARAMS)
 def backend_name(request):
-    """Run the test once per backend; cupy is skipped with a reason when no GPU is present."""
-    backend.use(request.param)
-    return request.param
+    """Run the test once per backend: numpy, the CuPy stand-in, and real cupy (skipped with a
+    reason when no GPU is present). Under the stand-in the active backend is "cupy"."""
+    if request.param == "standin":
+        backend.install_cupy(cupy_standin, cupy_standin.cupyx)
+        cupy_standin.counts.reset()
+    backend.use("cupy" if request.param == "standin" else request.param)
+    yield backend.name()
+    backend.use("numpy")
+    if request.param == "standin":
+        backend.install_cupy(None, None)
 
 
 @pytest.fixture(scope="session")

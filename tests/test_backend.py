@@ -19,7 +19,8 @@ def test_unknown_backend_names_the_choices():
 
 def test_cupy_not_installed_says_how_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "cupy", None)  # makes `import cupy` raise ImportError
-    with pytest.raises(backend.BackendError, match=r"cupy is not installed.*pip install -e \"\.\[gpu\]\""):
+    with pytest.raises(backend.BackendError,
+                       match=r"cupy is not installed.*\[gpu-cuda13\].*cupy-cuda13x.*\[gpu-cuda12\].*cupy-cuda12x"):
         backend.use("cupy")
     assert not backend.cupy_available()
 

@@ -166,13 +166,13 @@ def test_sampling_follows_the_distribution_and_its_filters(backend_name):
 
 
 @given(st.integers(1, 200), st.integers(1, 4), st.integers(0, 2**31 - 1))
-def test_inverse_cdf_follows_the_running_sum_and_never_draws_a_zero_weight(vocab, rows, seed):
+def test_inverse_cdf_follows_the_running_sum_and_never_draws_a_zero_weight(backend_name, vocab, rows, seed):
     rng = np.random.default_rng(seed)
     w = rng.random((rows, vocab)).astype(np.float32) * (rng.random((rows, vocab)) < 0.6)  # top-k-like zeros
     w[:, rng.integers(vocab)] += np.float32(0.25)  # every row has some mass
     r = rng.random((rows, 1), dtype=np.float32)
     r[0, 0] = np.nextafter(np.float32(1), np.float32(0))  # u at the very top of the CDF
-    ids = inverse_cdf(w, r)
+    ids = backend.to_numpy(inverse_cdf(w, r))  # host inputs are moved to the backend on entry
     rows_ = np.arange(rows)
     assert ids.shape == (rows,) and np.all(w[rows_, ids] > 0)  # a zero-weight token owns no interval
     cdf = np.cumsum(w.astype(np.float64), axis=1)  # the reference: smallest i with cdf[i] > u
@@ -180,17 +180,17 @@ def test_inverse_cdf_follows_the_running_sum_and_never_draws_a_zero_weight(vocab
     assert np.all(cdf[rows_, ids] - w[rows_, ids] <= u + tol) and np.all(u < cdf[rows_, ids] + tol)
 
 
-def test_inverse_cdf_at_block_and_interval_edges():
+def test_inverse_cdf_at_block_and_interval_edges(backend_name):
     w = np.zeros((4, 130), np.float32)  # three blocks of 64; mass only at 0, 64 and 129
     w[:, [0, 64, 129]] = 1
     r = np.array([[0.0], [1 / 3], [0.5], [0.999]], np.float32)
-    assert inverse_cdf(w, r).tolist() == [0, 64, 64, 129]  # u = 1 sits on cdf(0): the next mass is 64
-    assert inverse_cdf(np.zeros((1, 130), np.float32), r[:1]).tolist() == [129]  # no mass: the last id
+    assert backend.to_numpy(inverse_cdf(w, r)).tolist() == [0, 64, 64, 129]  # u = 1 sits on cdf(0): the next mass is 64
+    assert backend.to_numpy(inverse_cdf(np.zeros((1, 130), np.float32), r[:1])).tolist() == [129]  # no mass: last id
     with pytest.raises(ValueError, match=r"weights \(B, V\) with V >= 1 and uniforms \(B, 1\); got \(4, 130\) and \(4,\)"):
         inverse_cdf(w, r[:, 0])
 
 
-def test_inverse_cdf_falls_back_when_round_off_puts_u_past_its_block():
+def test_inverse_cdf_falls_back_when_round_off_puts_u_past_its_block(backend_name):
     # The block's mass (einsum) and its in-block cumsum add in different orders. Find a row
     # where the mass is the larger and draw a u between the two: no in-block sum exceeds it.
     rng = np.random.default_rng(0)
@@ -206,7 +206,7 @@ def test_inverse_cdf_falls_back_when_round_off_puts_u_past_its_block():
     while np.float32(r * mass) < inner:
         r = np.nextafter(r, np.float32(1))
     assert inner <= np.float32(r * mass) < mass
-    assert inverse_cdf(w, np.array([[r]])).tolist() == [59]
+    assert backend.to_numpy(inverse_cdf(w, np.array([[r]]))).tolist() == [59]
 
 
 def test_inverse_cdf_never_draws_a_zero_weight_even_from_a_scan_that_dips(monkeypatch):

@@ -16,19 +16,22 @@ from minirl.rl.losses import (bradley_terry_loss, entropy, explained_variance, m
 from minirl.rl.rewards import check_scores, last_token_index, token_rewards
 from minirl.tensor import Tensor
 
+host = backend.to_numpy  # results come back from the device explicitly: CuPy refuses np.asarray
 
-def test_kl_estimators_match_their_definitions_and_expectations():
+
+def test_kl_estimators_match_their_definitions_and_expectations(backend_name):
     rng = np.random.default_rng(0)
     logp, ref = np.log(rng.dirichlet(np.ones(6))), np.log(rng.dirichlet(np.ones(6)))
     l = ref - logp
-    np.testing.assert_allclose(kl_penalty(logp, ref, "k1"), -l)
-    np.testing.assert_allclose(kl_penalty(logp, ref, "k2"), 0.5 * l ** 2)
-    np.testing.assert_allclose(kl_penalty(logp, ref, "k3"), np.expm1(l) - l)
+    k = {kind: host(kl_penalty(*map(backend.to_backend, (logp, ref)), kind)) for kind in ("k1", "k2", "k3")}
+    np.testing.assert_allclose(k["k1"], -l)
+    np.testing.assert_allclose(k["k2"], 0.5 * l ** 2)
+    np.testing.assert_allclose(k["k3"], np.expm1(l) - l)
     p = np.exp(logp)
     kl = float((p * (logp - ref)).sum())  # KL(π ‖ π_ref), exactly, over the whole vocabulary
-    assert (p * kl_penalty(logp, ref, "k1")).sum() == pytest.approx(kl)  # k1 and k3 are unbiased
-    assert (p * kl_penalty(logp, ref, "k3")).sum() == pytest.approx(kl)
-    assert (p * kl_penalty(logp, ref, "k2")).sum() != pytest.approx(kl)  # k2 is not
+    assert (p * k["k1"]).sum() == pytest.approx(kl)  # k1 and k3 are unbiased
+    assert (p * k["k3"]).sum() == pytest.approx(kl)
+    assert (p * k["k2"]).sum() != pytest.approx(kl)  # k2 is not
     with pytest.raises(ValueError, match="unknown KL estimator 'k4'"):
         kl_penalty(logp, ref, "k4")
 
@@ -70,9 +73,9 @@ def reference_steps(row_mask):
 
 
 @given(ragged(), st.floats(0.5, 1.0))
-def test_discounted_returns_match_a_slow_loop(data, gamma):
+def test_discounted_returns_match_a_slow_loop(backend_name, data, gamma):
     rewards, _, mask = data
-    got = discounted_returns(rewards, mask, gamma)
+    got = host(discounted_returns(backend.to_backend(rewards), mask, gamma))  # a host mask is moved on entry
     for b in range(rewards.shape[0]):
         steps = reference_steps(mask[b])
         for i, t in enumerate(steps):
@@ -82,9 +85,9 @@ def test_discounted_returns_match_a_slow_loop(data, gamma):
 
 
 @given(ragged(), st.floats(0.5, 1.0), st.floats(0.0, 1.0))
-def test_gae_matches_the_backward_loop(data, gamma, lam):
+def test_gae_matches_the_backward_loop(backend_name, data, gamma, lam):
     rewards, values, mask = data
-    adv, ret = gae(rewards, values, mask, gamma, lam)
+    adv, ret = map(host, gae(backend.to_backend(rewards), values, mask, gamma, lam))  # host values and mask
     for b in range(rewards.shape[0]):
         steps = reference_steps(mask[b])
         next_adv, next_value = 0.0, 0.0
@@ -97,29 +100,30 @@ def test_gae_matches_the_backward_loop(data, gamma, lam):
         assert np.all(adv[b][~mask[b]] == 0)
 
 
-def test_gae_with_lambda_one_is_return_minus_value():
+def test_gae_with_lambda_one_is_return_minus_value(backend_name):
     rng = np.random.default_rng(0)
     rewards, values = rng.standard_normal((3, 7)), rng.standard_normal((3, 7))
     mask = np.ones((3, 7), dtype=bool)
     mask[:, :2] = False
     adv, _ = gae(rewards, values, mask, gamma=0.9, lam=1.0)
-    np.testing.assert_allclose(adv, np.where(mask, discounted_returns(rewards, mask, 0.9) - values, 0), atol=1e-12)
+    np.testing.assert_allclose(host(adv), np.where(mask, host(discounted_returns(rewards, mask, 0.9)) - values, 0),
+                               atol=1e-12)
 
 
-def test_whiten_over_masked_tokens_only():
+def test_whiten_over_masked_tokens_only(backend_name):
     x = np.array([[100.0, 1.0, 2.0, 3.0], [100.0, 100.0, 4.0, 5.0]])
     mask = x < 50
-    w = whiten(x, mask)
+    w = host(whiten(backend.to_backend(x), mask))
     assert w[mask].mean() == pytest.approx(0.0, abs=1e-9) and w[mask].std() == pytest.approx(1.0, rel=1e-6)
     assert np.all(w[~mask] == 0)
-    assert np.all(np.sign(whiten(x, mask, shift_mean=False)[mask]) == 1)
-    assert np.all(whiten(x, np.zeros_like(mask)) == 0)
+    assert np.all(np.sign(host(whiten(x, mask, shift_mean=False))[mask]) == 1)
+    assert np.all(host(whiten(x, np.zeros_like(mask))) == 0)
 
 
-def test_running_mean_baseline():
+def test_running_mean_baseline(backend_name):
     base = RunningMeanBaseline(momentum=0.5)
-    assert base.update(np.array([1.0, 3.0])) == 0.0
-    assert base.update(np.array([5.0])) == 2.0
+    assert base.update(backend.to_backend(np.array([1.0, 3.0]))) == 0.0
+    assert base.update(backend.to_backend(np.array([5.0]))) == 2.0
     assert base.value == pytest.approx(3.5)
 
 
@@ -127,7 +131,7 @@ def ppo_case(ratio, advantage, eps=0.2):
     logp = Tensor(np.array([[math.log(ratio)]]), requires_grad=True)
     loss, stats = ppo_policy_loss(logp, np.zeros((1, 1)), np.array([[advantage]]), np.ones((1, 1)), eps)
     loss.backward()
-    return loss.item(), float(logp.grad[0, 0]), stats
+    return loss.item(), float(host(logp.grad)[0, 0]), stats
 
 
 @pytest.mark.parametrize("ratio,advantage,expected_loss,clipped", [
@@ -136,7 +140,7 @@ def ppo_case(ratio, advantage, eps=0.2):
     (0.5, -2.0, 0.8 * 2.0, True),   # A < 0, ρ below 1−ε: capped, no gradient
     (1.5, -2.0, 1.5 * 2.0, False),  # A < 0, ρ above 1+ε: unclipped, the gradient pushes ρ down
 ])
-def test_ppo_clip_in_all_four_cases(ratio, advantage, expected_loss, clipped):
+def test_ppo_clip_in_all_four_cases(ratio, advantage, expected_loss, clipped, backend_name):
     loss, grad, stats = ppo_case(ratio, advantage)
     assert loss == pytest.approx(expected_loss)
     assert (grad == 0) == clipped
@@ -145,7 +149,7 @@ def test_ppo_clip_in_all_four_cases(ratio, advantage, expected_loss, clipped):
     assert stats["clipfrac"] == 1.0
 
 
-def test_ppo_first_minibatch_invariant_is_exact():
+def test_ppo_first_minibatch_invariant_is_exact(backend_name):
     rng = np.random.default_rng(0)
     old = rng.standard_normal((4, 6)).astype(np.float32)
     adv, mask = rng.standard_normal((4, 6)).astype(np.float32), rng.random((4, 6)) < 0.7
@@ -154,13 +158,13 @@ def test_ppo_first_minibatch_invariant_is_exact():
     assert loss.item() == pytest.approx(-float((adv * mask).sum() / mask.sum()), rel=1e-6)
 
 
-def test_asymmetric_clip():
+def test_asymmetric_clip(backend_name):
     _, stats = ppo_policy_loss(Tensor(np.log([[1.25, 0.85]])), np.zeros((1, 2)), np.ones((1, 2)), np.ones((1, 2)),
                                clip_eps=0.1, clip_eps_high=0.3)
     assert stats["clipfrac"] == 0.5  # 1.25 is inside (0.9, 1.3); 0.85 is below 0.9
 
 
-def test_clipped_value_loss_by_hand():
+def test_clipped_value_loss_by_hand(backend_name):
     values = Tensor(np.array([[1.0, 0.0, 3.0]]), requires_grad=True)
     old, returns, mask = np.array([[0.0, 0.0, 2.9]]), np.array([[2.0, -1.0, 0.0]]), np.array([[1, 1, 0]])
     loss, stats = ppo_value_loss(values, old, returns, mask, clip_eps_v=0.2)
@@ -168,10 +172,10 @@ def test_clipped_value_loss_by_hand():
     assert loss.item() == pytest.approx(0.5 * (3.24 + 1.0) / 2)
     assert stats["value_clipfrac"] == 0.5
     loss.backward()
-    assert values.grad[0, 0] == 0.0  # the clipped branch was taken: V gets no gradient there
+    assert host(values.grad)[0, 0] == 0.0  # the clipped branch was taken: V gets no gradient there
 
 
-def test_bradley_terry_loss_and_gradient():
+def test_bradley_terry_loss_and_gradient(backend_name):
     r_w, r_l = np.array([2.0, -1.0, 0.5]), np.array([1.0, 0.0, 0.5])
     loss, stats = bradley_terry_loss(Tensor(r_w), Tensor(r_l), margin=0.5)
     d = r_w - r_l - 0.5
@@ -181,29 +185,31 @@ def test_bradley_terry_loss_and_gradient():
     assert result.passed
     chosen = Tensor(r_w, requires_grad=True)
     bradley_terry_loss(chosen, Tensor(r_l))[0].backward()
-    np.testing.assert_allclose(chosen.grad, -1 / (1 + np.exp(r_w - r_l)) / 3)  # −σ(−d)/N
+    np.testing.assert_allclose(host(chosen.grad), -1 / (1 + np.exp(r_w - r_l)) / 3)  # −σ(−d)/N
 
 
-def test_pg_loss_entropy_and_explained_variance():
+def test_pg_loss_entropy_and_explained_variance(backend_name):
     logp = Tensor(np.array([[-1.0, -2.0, -3.0]]), requires_grad=True)
     loss, _ = pg_loss(logp, np.array([[2.0, 1.0, 5.0]]), np.array([[1, 1, 0]]))
     assert loss.item() == pytest.approx(-(-1.0 * 2 + -2.0 * 1) / 2)
     loss.backward()
-    np.testing.assert_allclose(logp.grad, [[-1.0, -0.5, 0.0]])
+    np.testing.assert_allclose(host(logp.grad), [[-1.0, -0.5, 0.0]])
     assert entropy(Tensor(np.zeros((2, 3, 5))), np.ones((2, 3))).item() == pytest.approx(math.log(5))
     returns = np.array([[1.0, 2.0, 3.0, 4.0]])
     assert explained_variance(returns, returns, np.ones((1, 4))) == 1.0
     assert explained_variance(np.full((1, 4), 2.5), returns, np.ones((1, 4))) == pytest.approx(0.0)
-    assert masked_mean(np.ones((2, 2)), np.zeros((2, 2))) == 0.0
+    assert host(masked_mean(np.ones((2, 2)), np.zeros((2, 2)))) == 0.0
 
 
-def test_token_rewards_put_the_score_on_the_last_response_token(backend_name):
+@pytest.mark.parametrize("on_host", [False, True])
+def test_token_rewards_put_the_score_on_the_last_response_token(backend_name, on_host):
     mask = np.array([[0, 1, 1, 1, 0], [0, 0, 1, 0, 0], [0, 0, 0, 0, 0]], dtype=bool)
     logp = np.log(np.full((3, 5), 0.5))
     ref = np.log(np.full((3, 5), 0.25))
-    rewards, kl = token_rewards(backend.to_backend(np.array([1.0, 2.0, 3.0])), backend.to_backend(logp),
-                                backend.to_backend(ref), backend.to_backend(mask), kl_coef=0.1,
-                                ended=backend.to_backend(np.array([True, False, False])), missing_eos_penalty=-1.0)
+    move = (lambda a: a) if on_host else backend.to_backend  # host inputs are moved on entry
+    rewards, kl = token_rewards(move(np.array([1.0, 2.0, 3.0])), backend.to_backend(logp), move(ref), move(mask),
+                                kl_coef=0.1,
+                                ended=move(np.array([True, False, False])), missing_eos_penalty=-1.0)
     rewards, kl = backend.to_numpy(rewards), backend.to_numpy(kl)
     k1 = math.log(2)
     np.testing.assert_allclose(kl, np.where(mask, k1, 0))
@@ -223,7 +229,7 @@ def test_reward_function_output_is_checked():
         check_scores(["good", "bad"], 2)
 
 
-def test_losses_refuse_mismatched_shapes():
+def test_losses_refuse_mismatched_shapes(backend_name):
     with pytest.raises(ValueError, match=r"pg_loss: inputs must share one shape, got logprobs \(2, 3\), advantages \(2,\)"):
         pg_loss(Tensor(np.zeros((2, 3))), np.zeros(2), np.ones((2, 3)))
     with pytest.raises(ValueError, match="bradley_terry_loss"):

@@ -3,10 +3,9 @@
 import numpy as np
 import pytest
 
-from minirl import backend, indexing
+from minirl import indexing
+from minirl.backend import to_numpy
 from minirl.tensor import Tensor, no_grad, unbroadcast
-
-host = backend.to_numpy  # CuPy refuses implicit conversion: compare on the host, explicitly
 
 
 def test_ten_thousand_op_chain_needs_no_recursion(backend_name):
@@ -15,18 +14,18 @@ def test_ten_thousand_op_chain_needs_no_recursion(backend_name):
     for _ in range(10_000):
         y = y * 1.0001
     y.sum().backward()
-    np.testing.assert_allclose(host(x.grad), [1.0001 ** 10_000], rtol=1e-9)
+    np.testing.assert_allclose(to_numpy(x.grad), [1.0001 ** 10_000], rtol=1e-9)
 
 
 def test_gradient_accumulates_over_every_use(backend_name):
     x = Tensor(np.array([2.0, -1.0]), requires_grad=True)
     y = x * x + x * 3.0 + x.exp().sum()  # uses x four times
     y.sum().backward()
-    a = host(x.data)
-    np.testing.assert_allclose(host(x.grad), 2 * a + 3 + 2 * np.exp(a))
+    a = x.numpy()
+    np.testing.assert_allclose(to_numpy(x.grad), 2 * a + 3 + 2 * np.exp(a))
     y2 = (x * 2.0).sum()
     y2.backward()  # a second backward adds to .grad, as in PyTorch
-    np.testing.assert_allclose(host(x.grad), 2 * a + 3 + 2 * np.exp(a) + 2)
+    np.testing.assert_allclose(to_numpy(x.grad), 2 * a + 3 + 2 * np.exp(a) + 2)
 
 
 def test_diamond_graph_counts_each_path_once(backend_name):
@@ -36,7 +35,7 @@ def test_diamond_graph_counts_each_path_once(backend_name):
     c = b * a
     c.backward()
     # c = (2·2x)·(2x) = 8x², dc/dx = 16x
-    assert host(x.grad) == pytest.approx(48.0)
+    assert to_numpy(x.grad) == pytest.approx(48.0)
 
 
 def test_leaf_gradients_do_not_alias(backend_name):
@@ -44,7 +43,7 @@ def test_leaf_gradients_do_not_alias(backend_name):
     y = Tensor(np.ones(3), requires_grad=True)
     (x + y).sum().backward()
     x.grad *= 10  # in-place edits (e.g. grad clipping) must not leak into y.grad
-    np.testing.assert_array_equal(host(y.grad), np.ones(3))
+    np.testing.assert_array_equal(to_numpy(y.grad), np.ones(3))
 
 
 def test_no_grad_builds_no_graph_and_detach_cuts_it(backend_name):
@@ -54,7 +53,7 @@ def test_no_grad_builds_no_graph_and_detach_cuts_it(backend_name):
     assert not y.requires_grad and y._parents == () and y._backward is None
     z = (x * 2.0).detach() * x
     z.sum().backward()
-    np.testing.assert_array_equal(host(x.grad), [2.0, 2.0, 2.0])  # only the direct use of x counts
+    np.testing.assert_array_equal(to_numpy(x.grad), [2.0, 2.0, 2.0])  # only the direct use of x counts
 
 
 def test_backward_errors_explain_what_to_do(backend_name):
@@ -66,7 +65,7 @@ def test_backward_errors_explain_what_to_do(backend_name):
     with pytest.raises(ValueError, match=r"grad has shape \(3,\)"):
         (x * 2.0).backward(np.ones(3))
     (x * 2.0).backward(np.ones((2, 3)))  # an explicit gradient of the right shape is fine
-    np.testing.assert_array_equal(host(x.grad), np.full((2, 3), 2.0))
+    np.testing.assert_array_equal(to_numpy(x.grad), np.full((2, 3), 2.0))
 
 
 def test_matmul_mismatch_names_both_shapes(backend_name):
@@ -128,7 +127,7 @@ def test_backward_frees_the_graph_unless_retained(backend_name):
     z = (x * 3.0).sum()
     z.backward(retain_graph=True)
     z.backward()
-    np.testing.assert_array_equal(host(x.grad), [2.0 + 6.0] * 3)
+    np.testing.assert_array_equal(to_numpy(x.grad), [2.0 + 6.0] * 3)
 
 
 def test_integer_tensors_meet_floats_without_truncation():

@@ -29,7 +29,7 @@ def fresh_model(tok):
 CONFIG = TrainConfig(steps=12, batch_size=4, lr=1e-2, warmup_steps=3, eval_interval=0, checkpoint_interval=0)
 
 
-def test_loss_goes_down(stream):
+def test_loss_goes_down(stream, backend_name):
     tok, data = stream
     history = train_lm(fresh_model(tok), data, TrainConfig(steps=40, batch_size=8, lr=1e-2, warmup_steps=5),
                        val_data=data, progress=False)
@@ -37,7 +37,7 @@ def test_loss_goes_down(stream):
     assert "val_loss" in history[-1] and history[-1]["tokens_per_s"] > 0
 
 
-def test_stop_and_resume_is_exact(stream, tmp_path):
+def test_stop_and_resume_is_exact(stream, tmp_path, backend_name):
     tok, data = stream
     straight = fresh_model(tok)
     train_lm(straight, data, CONFIG, progress=False)
@@ -57,7 +57,7 @@ def test_stop_and_resume_is_exact(stream, tmp_path):
         np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=name)
 
 
-def test_token_stream_errors(stream):
+def test_token_stream_errors(stream, backend_name):
     tok, _ = stream
     with pytest.raises(ValueError, match="empty corpus"):
         TokenStream.from_texts([], tok, 16)
@@ -67,7 +67,7 @@ def test_token_stream_errors(stream):
         TrainConfig(steps=0)
 
 
-def test_resume_with_other_settings_is_refused(stream, tmp_path):
+def test_resume_with_other_settings_is_refused(stream, tmp_path, backend_name):
     tok, data = stream
     ck = tmp_path / "ck.npz"
     train_lm(fresh_model(tok), data, CONFIG, checkpoint_path=ck, tokenizer=tok, stop_at=2, progress=False)
@@ -76,7 +76,7 @@ def test_resume_with_other_settings_is_refused(stream, tmp_path):
         train_lm(fresh_model(tok), data, changed, checkpoint_path=ck, tokenizer=tok, progress=False)
 
 
-def test_a_diverged_loss_stops_before_it_can_overwrite_the_checkpoint(stream, tmp_path):
+def test_a_diverged_loss_stops_before_it_can_overwrite_the_checkpoint(stream, tmp_path, backend_name):
     tok, data = stream
     ck = tmp_path / "ck.npz"
     model = fresh_model(tok)

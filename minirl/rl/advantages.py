@@ -4,6 +4,7 @@ All arrays are (B, T) on the token grid of a rollout: column t describes token t
 A mask m_t marks the tokens that are actions (the response). Masked-out columns
 (prompt, padding, anything after EOT) are not steps: a recursion passes straight
 through them, so "the next step" after t is the next masked column.
+Host arrays are moved to the active backend on entry (the rule in `minirl.backend`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ def _check(mask, *arrays) -> None:
 
 def discounted_returns(rewards, mask, gamma: float = 1.0):
     """Reward-to-go ``G_t = Σ_{k≥t} γ^{k−t} r_k`` over masked steps; 0 where m_t = 0."""
+    rewards, mask = backend.to_backend(rewards), backend.to_backend(mask)
     _check(mask, rewards)
     xp = backend.get_array_module(rewards)
     m = mask.astype(bool)
@@ -32,6 +34,7 @@ def discounted_returns(rewards, mask, gamma: float = 1.0):
 
 def td_residuals(rewards, values, mask, gamma: float = 1.0):
     """``δ_t = r_t + γ V(s_{t+1}) − V(s_t)``, with ``V(s_{T+1}) = 0`` after the last step; 0 where m_t = 0."""
+    rewards, values, mask = backend.to_backend(rewards), backend.to_backend(values), backend.to_backend(mask)
     _check(mask, rewards, values)
     xp = backend.get_array_module(rewards)
     m = mask.astype(bool)
@@ -50,6 +53,7 @@ def gae(rewards, values, mask, gamma: float = 1.0, lam: float = 0.95):
     backwards as ``A_t = δ_t + γλ A_{t+1}``, and the value targets ``R_t = A_t + V(s_t)``.
     Vectorised over the batch; a loop over T.
     """
+    rewards, values, mask = backend.to_backend(rewards), backend.to_backend(values), backend.to_backend(mask)
     xp = backend.get_array_module(rewards)
     m = mask.astype(bool)
     deltas = td_residuals(rewards, values, mask, gamma)
@@ -67,6 +71,7 @@ def whiten(x, mask, shift_mean: bool = True, eps: float = 1e-8):
 
     With ``shift_mean=False`` only the scale changes, keeping the sign of every advantage.
     """
+    x, mask = backend.to_backend(x), backend.to_backend(mask)
     _check(mask, x)
     xp = backend.get_array_module(x)
     m = mask.astype(x.dtype)

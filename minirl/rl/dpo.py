@@ -274,6 +274,7 @@ def train_dpo(policy, ref_model, pairs: Sequence[PreferencePair], config: DPOCon
             grad_norm = optim.clip_grad_norm(params, config.max_grad_norm) if config.max_grad_norm > 0 else None
             opt.step()
             done = step + 1
+            grad_norm = None if grad_norm is None else float(grad_norm)
             metrics = {"step": done, "loss": loss.item(), "lr": opt.lr, "grad_norm": grad_norm, **stats}
             if val_pairs and (done == end or (config.eval_interval and done % config.eval_interval == 0)):
                 val = evaluate_dpo(policy, val_pairs, *val_ref, config, block_size)

@@ -26,6 +26,8 @@ def kl_penalty(logprobs, ref_logprobs, kind: str = "k1"):
     """Per-token KL estimate k(t) of the chosen `kind`; same shape as the inputs."""
     if kind not in KL_ESTIMATORS:
         raise ValueError(f"unknown KL estimator {kind!r}; choose one of {', '.join(KL_ESTIMATORS)}.")
+    if not isinstance(logprobs, Tensor) and not isinstance(ref_logprobs, Tensor):
+        logprobs, ref_logprobs = backend.to_backend(logprobs), backend.to_backend(ref_logprobs)  # host arrays move
     log_ratio = ref_logprobs - logprobs  # l_t
     if kind == "k1":
         return -log_ratio

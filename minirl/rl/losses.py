@@ -3,6 +3,7 @@
 Each loss takes Tensors for what is differentiated (log-probs, values, rewards) and
 plain arrays for what is held fixed (advantages, old log-probs, masks: the sg(·) of
 MATH.md), and returns ``(loss, stats)`` with `stats` a dict of floats for logging.
+Host arrays are moved to the active backend on entry (the rule in `minirl.backend`).
 Token losses are averaged over masked tokens: ``mean_m[x] = Σ_t m_t x_t / Σ_t m_t``.
 """
 
@@ -16,6 +17,11 @@ from minirl.tensor import Tensor
 
 def _data(x):
     return x.data if isinstance(x, Tensor) else x
+
+
+def _fixed(x):
+    """A held-fixed input (advantages, old log-probs, a mask) as an array of the active backend."""
+    return backend.to_backend(_data(x))
 
 
 def check_finite(loss: Tensor, what: str) -> None:
@@ -37,18 +43,17 @@ def masked_mean(x, mask, axis=None):
 
     Works on Tensors (differentiably) and on arrays.
     """
-    m = mask.astype(_data(x).dtype)
+    x = x if isinstance(x, Tensor) else _fixed(x)
+    m = _fixed(mask).astype(_data(x).dtype)
     xp = backend.get_array_module(m)
-    if axis is None:
-        return (x * m).sum() / max(float(m.sum()), 1.0)
-    return (x * m).sum(axis=axis) / xp.maximum(m.sum(axis=axis), 1.0)
+    return (x * m).sum(axis=axis) / xp.maximum(m.sum(axis=axis), 1.0)  # a device scalar: no host sync
 
 
 def pg_loss(logprobs: Tensor, advantages, mask):
     """REINFORCE with a baseline (Williams 1992):
     ``L = −(1/Σm) Σ_t m_t · log π_θ(a_t|s_t) · sg(G_t − b_t)``; pass ``G − b`` as `advantages`."""
     _same_shape("pg_loss", logprobs=logprobs, advantages=advantages, mask=mask)
-    loss = -masked_mean(logprobs * _data(advantages), mask)
+    loss = -masked_mean(logprobs * _fixed(advantages), mask)
     return loss, {"policy_loss": loss.item()}
 
 
@@ -60,8 +65,8 @@ def ppo_clip_per_token(logprobs: Tensor, old_logprobs, advantages, mask, clip_ep
     eps_low, eps_high = clip_eps, clip_eps if clip_eps_high is None else clip_eps_high
     if not (0 < eps_low < 1 and eps_high > 0):
         raise ValueError(f"clip range needs 0 < clip_eps < 1 and clip_eps_high > 0, got {eps_low}, {eps_high}.")
-    advantages = _data(advantages)
-    logratio = logprobs - _data(old_logprobs)
+    advantages, mask = _fixed(advantages), _fixed(mask)
+    logratio = logprobs - _fixed(old_logprobs)
     ratio = logratio.exp()  # ρ_t
     pg_losses = -advantages * ratio
     pg_losses_clipped = -advantages * ratio.clip(1.0 - eps_low, 1.0 + eps_high)
@@ -95,7 +100,7 @@ def ppo_value_loss(values: Tensor, old_values, returns, mask, clip_eps_v: float 
     """PPO's clipped value loss:
     ``L_V = ½·mean_m[max((V − R)², (V_old + clip(V − V_old, −ε_v, ε_v) − R)²)]``."""
     _same_shape("ppo_value_loss", values=values, old_values=old_values, returns=returns, mask=mask)
-    old_values, returns = _data(old_values), _data(returns)
+    old_values, returns, mask = _fixed(old_values), _fixed(returns), _fixed(mask)
     clipped = old_values + (values - old_values).clip(-clip_eps_v, clip_eps_v)
     loss_unclipped = (values - returns) ** 2
     loss_clipped = (clipped - returns) ** 2
@@ -115,8 +120,8 @@ def entropy(logits: Tensor, mask):
 
 def explained_variance(values, returns, mask) -> float:
     """``1 − Var[R − V] / Var[R]`` over masked tokens: 1 is a perfect critic, ≤ 0 no better than a constant."""
-    values, returns = _data(values), _data(returns)
-    m = mask.astype(bool)
+    values, returns = _fixed(values), _fixed(returns)
+    m = _fixed(mask).astype(bool)
     r, v = returns[m], values[m]
     var_r = float(r.var()) if r.size else 0.0
     return float("nan") if var_r == 0 else 1.0 - float((r - v).var()) / var_r

@@ -208,6 +208,7 @@ def train_reward_model(model: ScalarHeadModel, train_pairs: Sequence[PreferenceP
         grad_norm = optim.clip_grad_norm(params, config.grad_clip) if config.grad_clip > 0 else None
         opt.step()
         done = step + 1
+        grad_norm = None if grad_norm is None else float(grad_norm)
         metrics = {"step": done, "loss": loss.item(), "lr": opt.lr, "grad_norm": grad_norm, **stats}
         if val_pairs and (done == end or (config.eval_interval and done % config.eval_interval == 0)):
             val = evaluate_pairs(model, val_pairs, config.margin, config.center_coef)

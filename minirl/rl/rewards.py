@@ -37,6 +37,7 @@ def score_texts(reward_fn: Callable[[list[str]], Sequence[float]], texts: list[s
 
 def last_token_index(mask):
     """(B,) column of each row's last masked token: the T of ``[t = T]`` (−1 for an empty row)."""
+    mask = backend.to_backend(mask)
     xp = backend.get_array_module(mask)
     T = mask.shape[1]
     flipped_first = xp.argmax(mask[:, ::-1].astype(bool), axis=1)
@@ -51,12 +52,13 @@ def token_rewards(scores, logprobs, ref_logprobs, mask, kl_coef: float, kl_estim
     under π_θ (or π_old) and π_ref. mask (B, T): response tokens. ended (B,) bool: rows
     that emitted EOT; the others get ``R + missing_eos_penalty`` (use a negative penalty).
     """
+    logprobs, ref_logprobs, mask = (backend.to_backend(a) for a in (logprobs, ref_logprobs, mask))
     xp = backend.get_array_module(logprobs)
     m = mask.astype(logprobs.dtype)
     kl = kl_penalty(logprobs, ref_logprobs, kl_estimator) * m  # (B, T)
-    scores = xp.asarray(scores, dtype=logprobs.dtype)
+    scores = backend.to_backend(scores, dtype=logprobs.dtype)
     if ended is not None and missing_eos_penalty:
-        scores = scores + xp.where(xp.asarray(ended), 0.0, missing_eos_penalty).astype(logprobs.dtype)
+        scores = scores + xp.where(backend.to_backend(ended), 0.0, missing_eos_penalty).astype(logprobs.dtype)
     rewards = -kl_coef * kl
     last = last_token_index(mask)
     rows = xp.flatnonzero(last >= 0)
