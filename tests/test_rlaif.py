@@ -157,11 +157,23 @@ def test_agreement_script_runs_end_to_end_at_toy_scale(tmp_path, capsys):
     spec = importlib.util.spec_from_file_location("rlaif_agreement", ROOT / "benchmarks" / "rlaif_agreement.py")
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
+    calls = []
+
+    def spy(rm_a, rm_b, texts, tokenizer):
+        calls.append((rm_a, rm_b, list(texts), tokenizer))
+        return judge_agreement(rm_a, rm_b, texts, tokenizer)
+    script.judge_agreement = spy
     result = tmp_path / "rlaif.json"
     assert script.main(["--pretrained", str(out), "--pairs", "8", "--max-new-tokens", "8", "--steps", "2",
                         "--texts", "20", "--json", str(result)]) == 0
     report = json.loads(result.read_text())
-    assert report["agreement"]["n_pairs"] == 190 and 0 <= report["agreement"]["pairwise_agreement"] <= 1
+    ((rm_a, rm_b, texts, tokenizer),) = calls
+    assert rm_a is not rm_b and len(texts) == len(set(texts)) == 20  # the two models, on 20 held-out tweets
+    a, b = reward_fn_from_model(rm_a, tokenizer)(texts), reward_fn_from_model(rm_b, tokenizer)(texts)
+    same = [np.sign(a[i] - a[j]) == np.sign(b[i] - b[j]) for i in range(20) for j in range(i + 1, 20)]  # naive loop
+    assert report["agreement"]["n_pairs"] == len(same) == 190
+    assert report["agreement"]["pairwise_agreement"] == pytest.approx(np.mean(same))
+    assert report["agreement"]["pearson"] == pytest.approx(np.corrcoef(a, b)[0, 1])
     assert set(report["held_out_accuracy"]) == {"judge", "human", "VADER (the judge; a tie counts 1/2)"}
     assert script.main(["--pretrained", str(tmp_path / "nothing")]) == 2
     assert "run `python -m minirl.pretrain" in capsys.readouterr().err
