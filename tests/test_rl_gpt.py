@@ -8,8 +8,9 @@ import pytest
 
 from minirl import backend
 from minirl.checkpoint import CheckpointError
-from minirl.data import filter_labels
+from minirl.data import filter_labels, synthetic_corpus
 from minirl.data.sft import SFTDataset
+from minirl.data.tokens import TokenStream
 from minirl.model import GPT, GPTConfig
 from minirl.rl.best_of_n import BestOfNConfig
 from minirl.rl.dpo import DPOConfig
@@ -23,21 +24,32 @@ from minirl.rl.rollout import collect_rollout
 from minirl.rl.sentiment import vader_reward
 from minirl.rl.trainer import RLConfig, train_rl
 from minirl.rl.trpo import TRPOConfig
+from minirl.tokenizer import Tokenizer
 from minirl.train import TrainConfig, train_lm
-from tests.conftest import copy_of
 
 pytest.importorskip("vaderSentiment", reason="the VADER reward needs vaderSentiment (pip install -e '.[data]')")
 
 
 @pytest.fixture(scope="module")
-def pretrained(synthetic_lm):
-    """The session's tiny GPT pretrained on the synthetic tweets (positive, negative and neutral templates),
-    then fine-tuned briefly on the positive ones, as in the pipeline: RL starts from π_ref = SFT."""
-    tok, base, train, _ = synthetic_lm
-    model = copy_of(base)
-    train_lm(model, SFTDataset.from_texts(filter_labels(train, "positive").texts, tok, 24),
+def pretrained():
+    """A tiny GPT pretrained once on the synthetic tweets (positive, negative and neutral templates),
+    then fine-tuned briefly on the positive ones."""
+    corpus = synthetic_corpus(600)
+    tok = Tokenizer.train(corpus.texts, 320)
+    backend.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=24, n_layer=1, n_head=2, n_embd=32))
+    train_lm(model, TokenStream.from_texts(corpus.texts, tok, 24),
+             TrainConfig(steps=120, batch_size=16, lr=3e-3, warmup_steps=10, eval_interval=0), progress=False)
+    positive = filter_labels(corpus, "positive")  # then SFT, as in the pipeline: RL starts from π_ref = SFT
+    train_lm(model, SFTDataset.from_texts(positive.texts, tok, 24),
              TrainConfig(steps=20, batch_size=16, lr=1e-3, warmup_steps=0, eval_interval=0), progress=False)
     return tok, model
+
+
+def copy_of(model):
+    twin = GPT(model.config)
+    twin.load_state_dict(model.state_dict())
+    return twin
 
 
 def run(tok, ref, config: RLConfig, tmp_path, reward_fn=vader_reward):
@@ -66,7 +78,7 @@ def test_ppo_raises_vader_reward_with_bounded_kl(pretrained, tmp_path):
 
 def test_reinforce_raises_vader_reward(pretrained, tmp_path):
     tok, ref = pretrained
-    config = RLConfig(algo="pg", iterations=25, batch_size=32, max_new_tokens=12, lr=3e-3,
+    config = RLConfig(algo="pg", iterations=25, batch_size=32, max_new_tokens=12, lr=1e-2,
                       pg=PGConfig(kl_coef=0.05, whiten_advantages=True))
     history, before, after = run(tok, ref, config, tmp_path)
     print(f"REINFORCE: VADER {before:.3f} -> {after:.3f}, KL to ref {history[-1]['kl_to_ref']:.2f} nats")
@@ -90,7 +102,7 @@ class Recorded:
 @pytest.mark.parametrize("algo", ["grpo", "rloo"])
 def test_group_algorithms_raise_vader_reward(pretrained, tmp_path, algo):
     tok, ref = pretrained
-    config = RLConfig(algo=algo, iterations=25, batch_size=32, max_new_tokens=12, lr=3e-3 if algo == "grpo" else 5e-3,
+    config = RLConfig(algo=algo, iterations=25, batch_size=32, max_new_tokens=12, lr=3e-3 if algo == "grpo" else 2e-2,
                       grpo=GRPOConfig(group_size=4, beta=0.04), rloo=RLOOConfig(k=4, kl_coef=0.05))
     recorded = Recorded()
     history, before, after = run(tok, ref, config, tmp_path, recorded)
