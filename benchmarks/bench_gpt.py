@@ -148,6 +148,16 @@ def torch_results(repeats: int, shape: Shape = SHAPES["card"], devices: str = "c
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def torch_model_mismatch() -> str | None:
+    """None when PyTorch's GPT, given minirl's weights, gives minirl's logits (checked in a child
+    process by `torch_reference.py check`); otherwise why not."""
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "torch_reference.py")
+    done = subprocess.run([sys.executable, script, "check"], capture_output=True, text=True)
+    if done.returncode != 0:
+        return (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
+    return None
+
+
 TORCH_DEVICE = {"numpy": "cpu", "cupy": "cuda"}
 
 
@@ -258,6 +268,10 @@ def main(argv=None) -> int:
     backend.use("numpy")
     with_torch = not args.no_torch and torch_available()
     shape = SHAPES[args.shape]
+    mismatch = torch_model_mismatch() if with_torch else None
+    if mismatch is not None:  # a ratio to a different model would mean nothing
+        print(f"torch comparison skipped: {mismatch}", file=sys.stderr)
+        with_torch = False
     rounds = []
     for i in range(args.rounds):
         rounds.append(bench_round(names, repeats, with_torch, torch_first=i % 2 == 1, shape=shape))

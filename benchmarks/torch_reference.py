@@ -1,5 +1,8 @@
 """The same tiny GPT in PyTorch eager, only for side-by-side timings in bench_gpt.py.
 
+`python torch_reference.py check` proves it is the same model before anything is timed:
+minirl's default card's weights, copied in, must give minirl's logits.
+
 PyTorch is not a minirl dependency: importing this module fails without it, and
 the benchmark then skips the comparison. Shapes, init scale, tied weights, AdamW
 with clipping, and KV-cache sampling mirror minirl's so the ratio is like for like.
@@ -8,9 +11,11 @@ with clipping, and KV-cache sampling mirror minirl's so the ratio is like for li
 from __future__ import annotations
 
 import json
+import pathlib
 import sys
 import time
 
+import numpy as np
 import torch
 import torch.nn as tnn
 import torch.nn.functional as tF
@@ -139,6 +144,58 @@ def bench_torch(repeats: int, spec: dict) -> dict:
     return results
 
 
+# minirl's parameter names -> TorchGPT's; minirl's Linear keeps W as (in, out) for x @ W, PyTorch's as (out, in)
+RENAMES = (("attn.c_attn.", "c_attn."), ("attn.c_proj.", "c_proj."), ("mlp.c_fc.", "c_fc."), ("mlp.c_proj.", "mlp_proj."))
+TRANSPOSED = ("c_attn.weight", "c_proj.weight", "c_fc.weight", "mlp_proj.weight")
+
+
+def load_minirl_state(model: TorchGPT, state: dict) -> None:
+    """Give `model` the weights of a minirl GPT's state dict (host arrays); the tied output head comes with wte."""
+    loaded = {}
+    for name, value in state.items():
+        if name == "lm_head.weight":
+            continue
+        for old, new in RENAMES:
+            name = name.replace(old, new)
+        tensor = torch.from_numpy(np.ascontiguousarray(value, dtype=np.float32))
+        loaded[name] = tensor.T.contiguous() if name.endswith(TRANSPOSED) else tensor
+    model.load_state_dict(loaded, strict=True)  # a missing or extra name, or a shape, is an error
+
+
+def check_same_model(atol: float = 1e-5) -> float:
+    """The largest logit difference between minirl's default card and TorchGPT given its weights.
+
+    Raises SystemExit when it passes `atol`: the two would not be the same model, and a speed
+    ratio between them would mean nothing.
+    """
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+    from minirl import backend
+    from minirl.model import GPT, GPTConfig
+
+    backend.use("numpy")
+    backend.manual_seed(0)
+    ours = GPT(GPTConfig())
+    card = ours.config
+    if (card.vocab_size, card.block_size, card.n_layer, card.n_head, card.n_embd, card.head_size) != (V, BLOCK, L, H, C, HS):
+        raise SystemExit(f"minirl's default card {card} is not the one TorchGPT builds (V={V}, block={BLOCK}, "
+                         f"layers={L}, heads={H}, n_embd={C}, head_size={HS}); update torch_reference.py")
+    ours.eval()
+    idx = np.random.default_rng(0).integers(0, V, size=(2, BLOCK))
+    expected = backend.to_numpy(ours(idx).data)  # (2, BLOCK, V)
+    theirs = TorchGPT()
+    load_minirl_state(theirs, {k: backend.to_numpy(v) for k, v in ours.state_dict().items()})
+    with torch.no_grad():
+        got = theirs(torch.from_numpy(idx)).numpy()
+    err = float(np.abs(got - expected).max())
+    if not err <= atol:
+        raise SystemExit(f"with minirl's weights, the PyTorch model's logits differ from minirl's by up to {err:.2e} "
+                         f"(allowed {atol:g}): they are not the same model, so no speed ratio is printed")
+    return err
+
+
 if __name__ == "__main__":
+    if sys.argv[1:] == ["check"]:  # bench_gpt.py runs this once, before timing anything
+        print(json.dumps({"logits_max_abs_diff": check_same_model()}))
+        sys.exit(0)
     # bench_gpt.py runs this in its own process, so neither library's idle threads slow the other.
     print(json.dumps(bench_torch(int(sys.argv[1]), json.loads(sys.argv[2]))))

@@ -76,3 +76,37 @@ def tiny_run(tmp_path_factory):
     backend.use("numpy")
     backend.set_default_dtype(np.float32)
     return out
+
+
+@pytest.fixture(scope="session")
+def synthetic_lm():
+    """Text for the tests that need some: the synthetic tweets (600, three labels), split 80/20 with seed 0,
+    a 320-token BPE trained on the training split, and a tiny GPT pretrained on it once for the session.
+
+    Returns (tokenizer, model, train, val). The model is shared: a test that changes weights works on
+    `copy_of(model)`.
+    """
+    from minirl.data import synthetic_corpus, train_val_split
+    from minirl.data.tokens import TokenStream
+    from minirl.model import GPT, GPTConfig
+    from minirl.tokenizer import Tokenizer
+    from minirl.train import TrainConfig, train_lm
+
+    backend.set_default_dtype(np.float32)
+    train, val = train_val_split(synthetic_corpus(600), 0.2, seed=0)
+    tok = Tokenizer.train(train.texts, 320)
+    backend.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=24, n_layer=1, n_head=2, n_embd=32))
+    # 300 steps: long enough that 40% of pairs of its samples get different VADER scores (RLAIF needs them)
+    train_lm(model, TokenStream.from_texts(train.texts, tok, 24),
+             TrainConfig(steps=300, batch_size=16, lr=3e-3, warmup_steps=10, eval_interval=0), progress=False)
+    return tok, model, train, val
+
+
+def copy_of(model):
+    """A GPT with the same config and its own copy of the weights."""
+    from minirl.model import GPT
+
+    twin = GPT(model.config)
+    twin.load_state_dict(model.state_dict())
+    return twin

@@ -93,6 +93,7 @@ def test_gpt_benchmark_takes_turns_and_compares_the_same_device(bench_gpt, monke
     torch_rounds = iter([{"torch-cpu": figures(1.1, 1.5), "torch-cuda": figures(0.1, 0.1)},
                          {"torch-cpu": figures(1.3, 1.7)}, {}])
     monkeypatch.setattr(bench_gpt, "torch_available", lambda: True)
+    monkeypatch.setattr(bench_gpt, "torch_model_mismatch", lambda: None)
     monkeypatch.setattr(bench_gpt, "bench_minirl", lambda repeats, *shape: order.append("minirl") or figures(1.0, 1.0))
     monkeypatch.setattr(bench_gpt, "torch_results", lambda repeats, *shape: order.append("torch") or next(torch_rounds))
     out = tmp_path / "gpt.json"
@@ -105,6 +106,32 @@ def test_gpt_benchmark_takes_turns_and_compares_the_same_device(bench_gpt, monke
     captured = capsys.readouterr()
     assert "train 1.20x (1.10-1.30 over 2 of 4 rounds), sample 1.60x (1.50-1.70 over 2 of 4 rounds)" in captured.out
     assert "failed in round 3 of 4" in captured.err
+
+
+def test_gpt_benchmark_prints_no_ratio_to_a_model_that_is_not_minirls(bench_gpt, monkeypatch, capsys):
+    monkeypatch.setattr(bench_gpt, "torch_available", lambda: True)
+    monkeypatch.setattr(bench_gpt, "torch_model_mismatch", lambda: "logits differ by up to 3.1e-01")
+    figures = {"train_s": 1.0, "sample_s": 1.0, "recompute_s": 1.0, "matmul_gflops": 100.0, "flops_per_token": 1e6}
+    monkeypatch.setattr(bench_gpt, "bench_minirl", lambda repeats, *shape: figures)
+    monkeypatch.setattr(bench_gpt, "torch_results",
+                        lambda repeats, *shape: pytest.fail("timed a model that is not minirl's"))
+    assert bench_gpt.main(["--backends", "numpy"]) == 0
+    captured = capsys.readouterr()
+    assert "torch comparison skipped: logits differ by up to 3.1e-01" in captured.err
+    assert "torch" not in captured.out and "x (" not in captured.out
+
+
+def test_the_pytorch_reference_is_minirls_model(monkeypatch):
+    pytest.importorskip("torch", reason="PyTorch is not installed (it is only the benchmark's comparison)")
+    reference = load_script("torch_reference")
+    assert reference.check_same_model() <= 1e-5  # measured 5.7e-7 (float32, PyTorch 2.13 CPU)
+    real_load = reference.load_minirl_state
+
+    def off_by_a_little(model, state):
+        real_load(model, {**state, "ln_f.bias": state["ln_f.bias"] + 0.01})
+    monkeypatch.setattr(reference, "load_minirl_state", off_by_a_little)
+    with pytest.raises(SystemExit, match="not the same model, so no speed ratio is printed"):
+        reference.check_same_model()
 
 
 def test_ppo_vader_script_runs_end_to_end_at_toy_scale(tmp_path, capsys):

@@ -9,16 +9,13 @@ import pytest
 
 from minirl import backend
 from minirl.checkpoint import CheckpointError
-from minirl.data import PreferencePair, pairs_from_labels, synthetic_corpus, train_val_split
-from minirl.data.tokens import TokenStream
+from minirl.data import PreferencePair, pairs_from_labels
 from minirl.gradcheck import check_grad
 from minirl.model import GPT, GPTConfig
 from minirl.rl.bandit import Bandit
 from minirl.rl.dpo import (DPOConfig, dpo_loss, evaluate_dpo, pair_batch, pair_logprobs, sequence_logprobs,
                            train_dpo)
 from minirl.tensor import no_grad
-from minirl.tokenizer import Tokenizer
-from minirl.train import TrainConfig, train_lm
 
 # two pairs: h = (−1 − (−1.5)) − (−3 − (−2.5)) = 1 and h = (−2 − (−2)) − (−1 − (−1.5)) = −0.5
 POLICY_CHOSEN, POLICY_REJECTED = np.array([-1.0, -2.0]), np.array([-3.0, -1.0])
@@ -161,18 +158,6 @@ def test_dpo_recovers_the_reward_up_to_a_constant_on_the_bandit():
     assert corr > 0.98
     assert error < 0.2  # R spans 2.0
     assert optimisation_error < 0.1
-
-
-@pytest.fixture(scope="module")
-def synthetic_lm():
-    """A tiny GPT pretrained briefly on the training split of the synthetic tweets."""
-    train, val = train_val_split(synthetic_corpus(600), 0.2, seed=0)
-    tok = Tokenizer.train(train.texts, 320)
-    backend.manual_seed(0)
-    model = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=24, n_layer=1, n_head=2, n_embd=32))
-    train_lm(model, TokenStream.from_texts(train.texts, tok, 24),
-             TrainConfig(steps=60, batch_size=16, lr=3e-3, warmup_steps=10, eval_interval=0), progress=False)
-    return tok, model, train, val
 
 
 def test_dpo_on_label_pairs_raises_held_out_accuracy(synthetic_lm):

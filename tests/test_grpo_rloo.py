@@ -1,7 +1,5 @@
 """GRPO and RLOO: hand-computed advantages and losses, and their closed-form fixed points (MATH.md §12)."""
 
-import math
-
 import numpy as np
 import pytest
 
@@ -116,7 +114,10 @@ def test_grpo_fixed_point_satisfies_its_equation():
     c = 0.75
     lhs = c * pi * (rewards - (pi * rewards).sum())
     np.testing.assert_allclose(lhs, 0.5 * (pi - pi_ref), atol=1e-10)
-    assert pi.sum() == pytest.approx(1.0) and math.isclose(pi.min(), pi.min()) and pi.min() > 0
+    assert pi.sum() == pytest.approx(1.0) and pi.min() > 0
+    lam = 0.5 * pi_ref / pi + c * rewards  # π = β·π_ref / (λ − c·R) ⇒ λ = β·π_ref/π + c·R, the same λ for every y
+    np.testing.assert_allclose(lam, lam[0], rtol=1e-9)
+    assert lam[0] > c * rewards.max()  # the root the docstring names, where λ − c·R > 0 for every y
 
 
 def test_grpo_k3_ignores_unlikely_prompt_tokens_instead_of_overflowing():

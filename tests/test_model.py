@@ -44,6 +44,18 @@ def test_forward_shapes_and_hidden_states(backend_name):
     assert model.hidden_states(ids).shape == (2, 5, 8)
 
 
+def test_init_layer_norms_are_identity_maps_and_hidden_states_are_normalised():
+    model = tiny_gpt()
+    norms = [(name, p) for name, p in model.named_parameters() if ".ln_" in name or name.startswith("ln_")]
+    assert len(norms) == 2 * (2 * model.config.n_layer + 1)  # ln_1, ln_2 per block and ln_f, weight and bias
+    for name, p in norms:
+        np.testing.assert_array_equal(p.numpy(), 1.0 if name.endswith("weight") else 0.0, err_msg=name)
+    h = model.hidden_states(np.arange(10).reshape(2, 5)).numpy()  # after ln_f, with unit gain and no shift
+    np.testing.assert_allclose(h.mean(-1), 0, atol=1e-5)
+    # var/(var + ε): the residual stream starts at N(0, 0.02)-sized embeddings, so ε = 1e-5 leaves 0.95-0.99
+    assert np.all(h.var(-1) > 0.9) and np.all(h.var(-1) <= 1.0)
+
+
 def test_whole_model_gradient_matches_finite_differences(backend_name):
     """Directional derivatives of the float64 loss along random directions in parameter space."""
     with backend.dtype_context(np.float64):

@@ -80,8 +80,13 @@ def test_linear_and_layernorm_forward(backend_name):
     x = np.random.default_rng(0).standard_normal((5, 3)).astype(np.float32)
     np.testing.assert_allclose(lin(Tensor(x)).numpy(), x @ lin.weight.numpy() + lin.bias.numpy(), rtol=1e-5)
     assert np.all(np.abs(lin.weight.numpy()) <= 1 / np.sqrt(3))
-    y = nn.LayerNorm(3)(Tensor(x)).numpy()
+    ln = nn.LayerNorm(3)
+    np.testing.assert_array_equal(ln.weight.numpy(), [1, 1, 1])  # GPT-2's init: the identity affine map
+    np.testing.assert_array_equal(ln.bias.numpy(), [0, 0, 0])
+    y = ln(Tensor(x)).numpy()
     np.testing.assert_allclose(y.mean(-1), 0, atol=1e-5)
+    np.testing.assert_allclose(y.var(-1), x.var(-1) / (x.var(-1) + 1e-5), rtol=1e-4)  # ≈ 1: normalised, not scaled
+    assert nn.LayerNorm(3, bias=False).bias is None
 
 
 def test_init_is_seeded_and_backend_independent(backend_name):

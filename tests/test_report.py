@@ -28,6 +28,29 @@ def test_perplexity_of_a_uniform_model_is_the_vocabulary_size():
     assert perplexity(model, data, batch_size=1) == pytest.approx(37.0, rel=1e-5)
 
 
+def test_perplexity_counts_only_response_tokens_of_ragged_rows():
+    backend.set_default_dtype(np.float64)
+    backend.manual_seed(2)
+    model = GPT(GPTConfig(vocab_size=11, block_size=8, n_layer=1, n_head=1, n_embd=8))
+    model.wte.weight.data[...] = np.random.default_rng(0).normal(0, 1.0, model.wte.weight.shape)  # far from uniform
+    examples = [SFTExample([3], [5, 6, 7]), SFTExample([0, 1, 2, 9], [2, 3]), SFTExample([4, 4], [8, 1, 10, 0, 6])]
+    data = SFTDataset(examples, block_size=8, pad_id=0)
+    nll, count = 0.0, 0
+    for ex in examples:  # by hand: each unpadded sequence alone, log π(a_t | s_t) of its response tokens only
+        seq = list(ex.prompt_ids + ex.response_ids)
+        logits = model(np.array([seq[:-1]])).numpy()[0]  # (len - 1, V)
+        logp = logits - logits.max(-1, keepdims=True)
+        logp -= np.log(np.exp(logp).sum(-1, keepdims=True))
+        for t in range(len(ex.prompt_ids) - 1, len(seq) - 1):  # position t predicts seq[t + 1], a response token
+            nll -= logp[t, seq[t + 1]]
+            count += 1
+    assert count == 10
+    expected = math.exp(nll / count)
+    for batch_size in (1, 2, 3):
+        assert perplexity(model, data, batch_size=batch_size) == pytest.approx(expected, rel=1e-9)
+    assert abs(expected - 11) > 2  # far from uniform, where any averaging of the tokens gives 11
+
+
 @pytest.mark.skipif(not has_distribution("vaderSentiment"), reason="the report also scores with VADER ('.[data]')")
 def test_the_kl_to_sft_estimate_matches_the_exact_kl_on_the_bandit():
     bandit = Bandit(sharpness=2.0)
@@ -55,3 +78,16 @@ def test_side_by_side_wraps_each_column():
     assert lines[0].startswith("left") and "| right" in lines[0]
     assert all(len(line.split("|")[0]) <= 21 for line in lines[2:])
     assert sum(1 for line in lines if line.strip().startswith("a a")) >= 3  # the long text wrapped
+
+
+def test_side_by_side_keeps_every_word_of_both_columns_on_its_own_side():
+    left = ["the quick brown fox jumps over the lazy dog", "short"]
+    right = ["a long reply that must wrap onto several lines of the right column", "ok then"]
+    text = side_by_side(left, right, ("before", "after"), width=16)
+    lines = text.splitlines()[2:]
+    assert all("|" in line for line in lines)
+    lefts = [line.split(" | ")[0].rstrip() if " | " in line else line.rstrip(" |") for line in lines]
+    rights = [line.split(" | ", 1)[1] if " | " in line else "" for line in lines]
+    assert " ".join(" ".join(lefts).split()) == " ".join(" ".join(left).split())
+    assert " ".join(" ".join(rights).split()) == " ".join(" ".join(right).split())
+    assert all(len(cell) <= 16 for cell in lefts + rights)

@@ -202,7 +202,18 @@ def test_training_on_synthetic_pairs_reaches_high_held_out_accuracy(synthetic):
     assert {k: v["count"] for k, v in report["per_label"].items()} == counts
     assert report["n_pairs"] == counts["positive"] * counts["negative"] and report["pair_accuracy"] >= 0.95
     assert report["per_label"]["positive"]["mean"] > report["per_label"]["negative"]["mean"]
-    assert -1 <= report["length_correlation"] <= 1
+    # by hand: each text scored alone as [EOT] ‖ text ‖ [EOT] (cut to the block), then numpy's statistics
+    ids = [tok.encode(t) for t in val.texts]
+    model.eval()
+    rewards = np.array([manual_reward(model, ([tok.eot_id] + d + [tok.eot_id])[:16]) for d in ids])  # block 16
+    lengths = np.array([len(d) for d in ids], dtype=np.float64)
+    r = np.corrcoef(rewards, lengths)[0, 1]
+    assert abs(r) > 0.05  # not a degenerate case
+    assert report["length_correlation"] == pytest.approx(r, abs=1e-4)
+    for k, name in enumerate(val.label_names):
+        mine = rewards[np.asarray(val.labels) == k]
+        assert report["per_label"][name]["mean"] == pytest.approx(mine.mean(), abs=1e-4), name
+        assert report["per_label"][name]["std"] == pytest.approx(mine.std(), abs=1e-4), name
     table = format_reward_health(report)
     assert "pairwise accuracy (positive > negative)" in table and "neutral" in table
     with pytest.raises(ValueError, match="no training pairs"):

@@ -52,9 +52,9 @@ def copy_of(model):
     return twin
 
 
-def run(tok, ref, config: RLConfig, tmp_path):
+def run(tok, ref, config: RLConfig, tmp_path, reward_fn=vader_reward):
     log = tmp_path / "metrics.jsonl"
-    history = train_rl(copy_of(ref), ref, [[tok.eot_id]], vader_reward, tokenizer=tok, config=config,
+    history = train_rl(copy_of(ref), ref, [[tok.eot_id]], reward_fn, tokenizer=tok, config=config,
                        log_path=log, progress=False, rng=np.random.default_rng(0))
     assert [json.loads(line)["iteration"] for line in log.read_text().splitlines()] == \
         list(range(1, config.iterations + 1))
@@ -85,16 +85,35 @@ def test_reinforce_raises_vader_reward(pretrained, tmp_path):
     assert after > before + 0.15
 
 
+class Recorded:
+    """VADER, keeping every batch of scores it hands out (to check the statistics logged about them)."""
+
+    __name__ = "vader_reward"
+
+    def __init__(self):
+        self.batches = []
+
+    def __call__(self, texts):
+        scores = vader_reward(texts)
+        self.batches.append(np.asarray(scores, dtype=np.float64))
+        return scores
+
+
 @pytest.mark.parametrize("algo", ["grpo", "rloo"])
 def test_group_algorithms_raise_vader_reward(pretrained, tmp_path, algo):
     tok, ref = pretrained
     config = RLConfig(algo=algo, iterations=25, batch_size=32, max_new_tokens=12, lr=3e-3 if algo == "grpo" else 2e-2,
                       grpo=GRPOConfig(group_size=4, beta=0.04), rloo=RLOOConfig(k=4, kl_coef=0.05))
-    history, before, after = run(tok, ref, config, tmp_path)
+    recorded = Recorded()
+    history, before, after = run(tok, ref, config, tmp_path, recorded)
     print(f"{algo}: VADER {before:.3f} -> {after:.3f}, KL to ref {history[-1]['kl_to_ref']:.2f} nats")
     assert after > before + 0.15
+    assert len(recorded.batches) == 25 and all(len(b) == 32 for b in recorded.batches)
     if algo == "grpo":
-        assert 0 <= history[-1]["zero_std_group_fraction"] <= 1 and history[0]["first_update_approx_kl"] == 0.0
+        fractions = [float((b.reshape(-1, 4).std(axis=1) == 0).mean()) for b in recorded.batches]  # G in a row
+        assert [h["zero_std_group_fraction"] for h in history] == pytest.approx(fractions)
+        assert 0 < max(fractions) and min(fractions) < 1  # a case that tells a right count from a wrong one
+        assert history[0]["first_update_approx_kl"] == 0.0
 
 
 def test_trpo_raises_vader_reward_within_its_trust_region(pretrained, tmp_path):
@@ -132,10 +151,15 @@ def test_best_of_n_rounds_raise_vader_reward(pretrained, tmp_path):
     config = RLConfig(algo="best_of_n", iterations=4, batch_size=16, max_new_tokens=12,
                       best_of_n=BestOfNConfig(n=8, k=1),
                       sft=TrainConfig(steps=30, batch_size=16, lr=3e-3, warmup_steps=0, eval_interval=0))
-    history = train_rl(copy_of(ref), ref, [[tok.eot_id]], vader_reward, tokenizer=tok, config=config,
+    recorded = Recorded()
+    history = train_rl(copy_of(ref), ref, [[tok.eot_id]], recorded, tokenizer=tok, config=config,
                        log_path=tmp_path / "m.jsonl", progress=False, rng=np.random.default_rng(0))
     print("best-of-n:", [round(h["score_mean"], 3) for h in history])
-    assert all(h["kept_score_mean"] >= h["score_mean"] for h in history)
+    assert len(recorded.batches) == 4 and all(len(b) == 16 * 8 for b in recorded.batches)  # n = 8 per prompt
+    best = [b.reshape(16, 8).max(axis=1).mean() for b in recorded.batches]  # each prompt's 8 samples sit in a row
+    assert [h["kept_score_mean"] for h in history] == pytest.approx(best)
+    assert [h["score_mean"] for h in history] == pytest.approx([b.mean() for b in recorded.batches])
+    assert all(b > m + 0.05 for b, m in zip(best, (h["score_mean"] for h in history)))  # the selection matters
     assert history[-1]["score_mean"] > history[0]["score_mean"] + 0.1
 
 

@@ -56,6 +56,18 @@ def test_adaptive_kl_controller_follows_ziegler():
     assert ctl.update(5.4, 100) == pytest.approx(0.1 * 1.02 * (1 - 0.1 * 0.1))
     with pytest.raises(ValueError, match="non-finite"):
         ctl.update(float("nan"), 1)
+    low = AdaptiveKLController(kl_coef=0.1, target=6.0, horizon=1000)
+    assert low.update(0.0, 100) == pytest.approx(0.1 * (1 - 0.2 * 0.1))  # error clipped at −0.2
+    for bad in (dict(kl_coef=-0.1, target=6.0), dict(kl_coef=0.1, target=0.0), dict(kl_coef=0.1, target=6.0, horizon=0)):
+        with pytest.raises(ValueError, match="needs kl_coef >= 0, target > 0 and horizon > 0"):
+            AdaptiveKLController(**bad)
+
+
+def test_kl_penalty_defaults_to_k1_and_names_the_estimators():
+    logp, ref = np.array([-1.0, -2.0]), np.array([-1.5, -1.0])
+    np.testing.assert_array_equal(kl_penalty(logp, ref), logp - ref)
+    with pytest.raises(ValueError, match="unknown KL estimator 'k4'; choose one of k1, k2, k3"):
+        kl_penalty(logp, ref, "k4")
 
 
 @st.composite

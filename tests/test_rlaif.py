@@ -9,39 +9,17 @@ import numpy as np
 import pytest
 
 from minirl import backend
-from minirl.data import pairs_from_labels, synthetic_corpus, train_val_split
-from minirl.data.tokens import TokenStream
+from minirl.data import pairs_from_labels
 from minirl.model import GPT, GPTConfig
 from minirl.rl.dpo import DPOConfig, train_dpo
 from minirl.rl.reward_model import RewardModelConfig, ScalarHeadModel, reward_fn_from_model, train_reward_model
 from minirl.rl.rlaif import _ranks, judge_agreement, label_pairs_with_judge, model_judge, score_judge
 from minirl.rl.sentiment import vader_reward
-from minirl.tokenizer import Tokenizer
-from minirl.train import TrainConfig, train_lm
-from tests.conftest import has_distribution
+from tests.conftest import copy_of, has_distribution
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 pytest.importorskip("vaderSentiment", reason="the VADER judge needs vaderSentiment (pip install -e '.[data]')")
-
-
-@pytest.fixture(scope="module")
-def pretrained():
-    """A tiny GPT pretrained on the synthetic tweets (positive, negative and neutral templates), long
-    enough that 40% of pairs of its samples get different VADER scores (the rest are ties)."""
-    corpus = synthetic_corpus(600)
-    tok = Tokenizer.train(corpus.texts, 320)
-    backend.manual_seed(0)
-    model = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=24, n_layer=1, n_head=2, n_embd=32))
-    train_lm(model, TokenStream.from_texts(corpus.texts, tok, 24),
-             TrainConfig(steps=300, batch_size=16, lr=3e-3, warmup_steps=10, eval_interval=0), progress=False)
-    return tok, model, corpus
-
-
-def copy_of(model):
-    twin = GPT(model.config)
-    twin.load_state_dict(model.state_dict())
-    return twin
 
 
 def text_of(tok, ids):
@@ -63,14 +41,14 @@ def test_score_judge_prefers_the_higher_score_and_breaks_ties_to_the_first():
 
 
 @pytest.mark.parametrize("label", [2, "a", True, 1.0, None])
-def test_a_judge_returning_an_invalid_label_is_named(pretrained, label):
-    tok, model, _ = pretrained
+def test_a_judge_returning_an_invalid_label_is_named(synthetic_lm, label):
+    tok, model, *_ = synthetic_lm
     with pytest.raises(ValueError, match=rf"the judge returned {label!r} .* for pair 0; a judge must return the int 0"):
         label_pairs_with_judge(model, [[tok.eot_id]] * 3, lambda *texts: label, tok, 8, rng=backend.rng(0))
 
 
-def test_a_judge_that_raises_is_named(pretrained):
-    tok, model, _ = pretrained
+def test_a_judge_that_raises_is_named(synthetic_lm):
+    tok, model, *_ = synthetic_lm
 
     def judge(prompt_text, text_a, text_b):
         raise KeyError("no verdict")
@@ -81,8 +59,8 @@ def test_a_judge_that_raises_is_named(pretrained):
                                judge, tok, 8)
 
 
-def test_judge_labelled_pairs_put_the_higher_vader_score_first(pretrained):
-    tok, model, _ = pretrained
+def test_judge_labelled_pairs_put_the_higher_vader_score_first(synthetic_lm):
+    tok, model, *_ = synthetic_lm
     prompts = [[tok.eot_id]] * 48 + [[tok.eot_id] + tok.encode("i love")] * 16
     seen = []
     judge = score_judge(vader_reward)
@@ -99,17 +77,17 @@ def test_judge_labelled_pairs_put_the_higher_vader_score_first(pretrained):
     assert label_pairs_with_judge(model, [[tok.eot_id]] * 4, lambda *t: 2, tok, 6, temperature=1e-4) == []
 
 
-def test_rlaif_labels_train_dpo_and_a_reward_model(pretrained):
+def test_rlaif_labels_train_dpo_and_a_reward_model(synthetic_lm):
     """VADER judges 256 pairs of the model's own samples; DPO on them raises VADER, and a reward model
     trained on them ranks held-out human-label pairs (positive > negative) above chance."""
-    tok, ref, corpus = pretrained
+    tok, ref, _, val = synthetic_lm
     pairs = label_pairs_with_judge(ref, [[tok.eot_id]] * 256, score_judge(vader_reward), tok, 12, rng=backend.rng(1))
     policy = copy_of(ref)
     train_dpo(policy, ref, pairs, DPOConfig(beta=0.1, steps=40, batch_size=32, lr=1e-3), progress=False)
     before, after = vader_of_samples(ref, tok), vader_of_samples(policy, tok)
     backend.manual_seed(0)
     judge_rm = ScalarHeadModel.from_pretrained(ref)
-    human_pairs = pairs_from_labels(train_val_split(corpus, 0.2, seed=0)[1], tok, 200, seed=1)
+    human_pairs = pairs_from_labels(val, tok, 200, seed=1)
     history = train_reward_model(judge_rm, pairs, human_pairs,
                                  RewardModelConfig(steps=40, batch_size=32, lr=3e-3, eval_interval=0), progress=False)
     print(f"RLAIF: {len(pairs)} judged pairs; DPO moves VADER {before:.3f} -> {after:.3f}; the judge-trained "
@@ -118,11 +96,11 @@ def test_rlaif_labels_train_dpo_and_a_reward_model(pretrained):
     assert history[-1]["val_accuracy"] > 0.65  # chance 0.5; 200 pairs put its 3σ band at ±0.11
 
 
-def test_model_judge_and_agreement_report(pretrained):
-    tok, model, corpus = pretrained
+def test_model_judge_and_agreement_report(synthetic_lm):
+    tok, model, train, _ = synthetic_lm
     backend.manual_seed(0)
     rm = ScalarHeadModel.from_pretrained(model)
-    texts = sorted(set(corpus.texts))[:40]  # distinct, so no two share a score
+    texts = sorted(set(train.texts))[:40]  # distinct, so no two share a score
     reward = reward_fn_from_model(rm, tok)
     judge = model_judge(rm, tok)
     for a, b in zip(texts[:10], texts[10:20]):
@@ -157,11 +135,23 @@ def test_agreement_script_runs_end_to_end_at_toy_scale(tmp_path, capsys):
     spec = importlib.util.spec_from_file_location("rlaif_agreement", ROOT / "benchmarks" / "rlaif_agreement.py")
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
+    calls = []
+
+    def spy(rm_a, rm_b, texts, tokenizer):
+        calls.append((rm_a, rm_b, list(texts), tokenizer))
+        return judge_agreement(rm_a, rm_b, texts, tokenizer)
+    script.judge_agreement = spy
     result = tmp_path / "rlaif.json"
     assert script.main(["--pretrained", str(out), "--pairs", "8", "--max-new-tokens", "8", "--steps", "2",
                         "--texts", "20", "--json", str(result)]) == 0
     report = json.loads(result.read_text())
-    assert report["agreement"]["n_pairs"] == 190 and 0 <= report["agreement"]["pairwise_agreement"] <= 1
+    ((rm_a, rm_b, texts, tokenizer),) = calls
+    assert rm_a is not rm_b and len(texts) == len(set(texts)) == 20  # the two models, on 20 held-out tweets
+    a, b = reward_fn_from_model(rm_a, tokenizer)(texts), reward_fn_from_model(rm_b, tokenizer)(texts)
+    same = [np.sign(a[i] - a[j]) == np.sign(b[i] - b[j]) for i in range(20) for j in range(i + 1, 20)]  # naive loop
+    assert report["agreement"]["n_pairs"] == len(same) == 190
+    assert report["agreement"]["pairwise_agreement"] == pytest.approx(np.mean(same))
+    assert report["agreement"]["pearson"] == pytest.approx(np.corrcoef(a, b)[0, 1])
     assert set(report["held_out_accuracy"]) == {"judge", "human", "VADER (the judge; a tie counts 1/2)"}
     assert script.main(["--pretrained", str(tmp_path / "nothing")]) == 2
     assert "run `python -m minirl.pretrain" in capsys.readouterr().err
