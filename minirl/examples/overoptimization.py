@@ -177,8 +177,11 @@ def run_lab(settings, lab: LabConfig) -> dict:
     max_new_tokens = settings.rl.max_new_tokens
     proxies, proxy_stages = {}, {}
     for size in sizes:
-        proxies[size], proxy_stages[size] = reward_function(cache, base, "rlaif", settings.rm, size, max_new_tokens,
-                                                            cfg.seed)
+        try:
+            proxies[size], proxy_stages[size] = reward_function(cache, base, "rlaif", settings.rm, size,
+                                                                max_new_tokens, cfg.seed)
+        except ValueError as e:
+            raise ValueError(f"label set of {size} pairs: {str(e).replace('--rm-pairs', '--lab-label-sets')}") from e
     rm_info = {size: cache.info(proxy_stages[size]) for size in sizes}
     bon = best_of_n_lab(base, proxies, lab, max_new_tokens, cfg.seed)
     rl_cfg = dataclasses.replace(settings.rl, algo="ppo", iterations=lab.ppo_iterations,
