@@ -13,8 +13,8 @@ pytestmark = pytest.mark.skipif(not has_distribution("vaderSentiment"),
 
 TINY = ["--quick", "--corpus", "synthetic", "--pretrain-steps", "30", "--pretrain-batch-size", "8",
         "--sft-steps", "10", "--sft-batch-size", "8", "--rm-steps", "8", "--lab-label-sets", "60,120,180",
-        "--lab-bon-pool", "32", "--lab-bon-max-n", "16", "--lab-ppo-iterations", "4", "--lab-eval-every", "2",
-        "--eval-samples", "16", "--rl-batch-size", "16", "--rl-max-new-tokens", "12"]
+        "--lab-bon-pool", "32", "--lab-bon-max-n", "16", "--lab-ppo-iterations", "2", "--lab-eval-every", "1",
+        "--rl-ppo-epochs", "1", "--eval-samples", "16", "--rl-batch-size", "16", "--rl-max-new-tokens", "12"]
 EVAL_FIELDS = {"iteration", "kl", "d", "proxy", "gold", "gold_stderr", "length", "distinct_2", "samples"}
 FIT_FIELDS = {"form", "alpha", "beta", "r2", "rmse", "points", "peak_d"}
 
@@ -38,7 +38,7 @@ def test_the_quick_lab_reports_every_field(lab_run):
         assert bon["proxy"][-1] > bon["proxy"][0]  # the best of 16 by the proxy scores higher on the proxy
         assert set(bon["fit"]) == FIT_FIELDS and bon["fit"]["form"] == "bon"
         ppo = summary["ppo"][size]
-        assert [e["iteration"] for e in ppo["evals"]] == [0, 2, 4]
+        assert [e["iteration"] for e in ppo["evals"]] == [0, 1, 2]
         assert all(set(e) == EVAL_FIELDS for e in ppo["evals"])
         assert ppo["evals"][0]["kl"] == pytest.approx(0.0, abs=1e-6)  # the SFT model against itself
         assert set(ppo["fit"]) == FIT_FIELDS and ppo["fit"]["form"] == "rl"
