@@ -191,7 +191,8 @@ def run_lab(settings, lab: LabConfig) -> dict:
     folder.mkdir(exist_ok=True)
     plot = plot_lab(bon, ppo, folder / "overoptimization.png")
     summary = {"config": dataclasses.asdict(settings), "lab": dataclasses.asdict(lab),
-               "proxies": {str(s): {"train_pairs": rm_info[s].get("pairs"), "val_accuracy": rm_info[s].get("val_accuracy"),
+               "proxies": {str(s): {"train_pairs": rm_info[s].get("pairs"),
+                                    "val_accuracy": rm_info[s].get("val_accuracy"),
                                     "stage": proxy_stages[s].dir.name} for s in sizes},
                "best_of_n": {str(s): v for s, v in bon.items()}, "ppo": {str(s): v for s, v in ppo.items()},
                "stages": [dataclasses.asdict(r) for r in base.records], "plot": str(plot) if plot else None}

@@ -39,8 +39,8 @@ def print_lab(summary: dict) -> None:
     proxies = summary["proxies"]
     rows = [[size, p["train_pairs"], p["val_accuracy"], *_fit_cells(summary["best_of_n"][size]["fit"]),
              *_fit_cells(summary["ppo"][size]["fit"])] for size, p in proxies.items()]
-    print("\n" + format_table(rows, ["label set", "pairs kept", "RM val acc", "bon α", "bon β", "bon R²", "bon peak d",
-                                     "RL α", "RL β", "RL R²", "RL peak d"]))
+    print("\n" + format_table(rows, ["label set", "pairs kept", "RM val acc", "bon α", "bon β", "bon R²",
+                                     "bon peak d", "RL α", "RL β", "RL R²", "RL peak d"]))
     print("(fits of Δgold = gold − gold(SFT): best-of-n d(α − βd), RL d(α − β log d), d = √KL)")
     for size, bon in summary["best_of_n"].items():
         print(f"\nbest-of-n against the {size}-pair proxy (mean ± s.e. over seeds)")
