@@ -1,6 +1,7 @@
 """`python -m minirl.examples.overoptimization --quick`, end to end on the synthetic corpus with tiny stages."""
 
 import json
+import shutil
 
 import pytest
 
@@ -72,3 +73,24 @@ def test_a_label_set_of_too_many_ties_names_the_lab_flag(lab_run, capsys):
     assert overoptimization.main([*TINY, "--out", str(lab_run[0]), "--lab-label-sets", "20"]) == 2
     err = capsys.readouterr().err
     assert "label set of 20 pairs: only" in err and "raise --lab-label-sets." in err
+
+
+def test_a_killed_ppo_stage_resumes_to_the_uninterrupted_evaluations(lab_run, tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    shutil.copytree(lab_run[0], out)
+    for stage in out.glob("overopt_ppo-*"):
+        shutil.rmtree(stage)
+    measure = overoptimization.measure
+
+    def killed_at_the_last_evaluation(policy, base, proxy_fn, max_new_tokens, seed, iteration):
+        if iteration == 2:
+            raise KeyboardInterrupt  # after iteration 2's checkpoint, before its evaluation
+        return measure(policy, base, proxy_fn, max_new_tokens, seed, iteration)
+    monkeypatch.setattr(overoptimization, "measure", killed_at_the_last_evaluation)
+    with pytest.raises(KeyboardInterrupt):
+        overoptimization.main([*TINY, "--out", str(out)])
+    monkeypatch.setattr(overoptimization, "measure", measure)
+    assert overoptimization.main([*TINY, "--out", str(out)]) == 0
+    resumed = json.loads((out / "overoptimization" / "summary.json").read_text())
+    assert [s["status"] for s in resumed["stages"] if s["name"] == "overopt_ppo"] == ["resumed", "ran", "ran"]
+    assert resumed["ppo"] == lab_run[1]["ppo"]

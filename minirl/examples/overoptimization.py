@@ -139,7 +139,10 @@ def ppo_lab(cache, base, rl_cfg, proxy_fn, proxy_stage, lab: LabConfig, seed: in
     def train():
         policy = copy_model(base.sft)
         value_model = ScalarHeadModel.from_pretrained(base.sft)
-        evals = [json.loads(line) for line in partial.read_text().splitlines()] if partial.exists() else []
+        lines = partial.read_text().splitlines() if partial.exists() else []
+        if lines and not lines[-1].endswith("}"):  # a kill in the middle of the last append
+            lines.pop()
+        evals = [json.loads(line) for line in lines]
         seen = {e["iteration"] for e in evals}
         stops = sorted(set(range(0, rl_cfg.iterations, lab.eval_every)) | {rl_cfg.iterations})
         for stop in stops:
