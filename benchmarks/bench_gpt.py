@@ -233,6 +233,20 @@ def rows_for(name: str, r: dict, shape: Shape = SHAPES["card"]) -> list[list]:
     return rows
 
 
+def load_backends(spec: str | None) -> list[str] | None:
+    """The backends of a --backends list (default: every available one), each loaded once so that
+    one that cannot load fails before anything is timed; None, after saying why, if one cannot."""
+    names = spec.split(",") if spec else ["numpy"] + (["cupy"] if backend.cupy_available() else [])
+    for name in names:
+        try:
+            backend.use(name)
+        except backend.BackendError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return None
+    backend.use("numpy")
+    return names
+
+
 def machine_info(names: list[str]) -> dict:
     machine = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
                "cpu_count": os.cpu_count(), "numpy": np.__version__}
@@ -258,14 +272,9 @@ def main(argv=None) -> int:
     if args.repeats < 1 or args.rounds < 1:
         parser.error(f"--repeats and --rounds must be at least 1, got {args.repeats} and {args.rounds}")
     repeats = 1 if args.quick else args.repeats
-    names = args.backends.split(",") if args.backends else ["numpy"] + (["cupy"] if backend.cupy_available() else [])
-    for name in names:  # every backend must load before anything is timed
-        try:
-            backend.use(name)
-        except backend.BackendError as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 2
-    backend.use("numpy")
+    names = load_backends(args.backends)
+    if names is None:
+        return 2
     with_torch = not args.no_torch and torch_available()
     shape = SHAPES[args.shape]
     mismatch = torch_model_mismatch() if with_torch else None

@@ -105,14 +105,9 @@ def main(argv=None) -> int:
                      f"choose from {', '.join(bench_gpt.SHAPES)}")
     if args.repeats < 1:
         parser.error(f"--repeats must be at least 1, got {args.repeats}")
-    names = args.backends.split(",") if args.backends else ["numpy"] + (["cupy"] if backend.cupy_available() else [])
-    for name in names:
-        try:
-            backend.use(name)
-        except backend.BackendError as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 2
-    backend.use("numpy")
+    names = bench_gpt.load_backends(args.backends)
+    if names is None:
+        return 2
     machine = bench_gpt.machine_info(names)
 
     def save(results: dict) -> None:
