@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from minirl import backend
 from minirl.checkpoint import CheckpointError
 from minirl.cli import add_dataclass_args, from_args
+from minirl.examples import presets as named_presets
 from minirl.examples.pipeline import REWARDS, DataConfig, prepare, reward_function, run_rl
 from minirl.examples.report import perplexity, sample_statistics, side_by_side, write_plots
 from minirl.examples.stages import StageCache, write_atomic
@@ -117,10 +118,13 @@ def parse_settings(argv, prog: str, description: str, extra=None) -> tuple[Setti
     `extra(parser)` may add a command's own flags (they come back in the namespace)."""
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--quick", action="store_true")
-    quick = pre.parse_known_args(argv)[0].quick
-    defaults = presets(quick)
+    pre.add_argument("--preset", default="tweets", choices=named_presets.PRESETS)
+    known = pre.parse_known_args(argv)[0]
+    defaults = named_presets.apply(presets(known.quick), known.preset, known.quick)
     parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("--quick", action="store_true", help="a small model and short stages (~1 min on a CPU)")
+    parser.add_argument("--preset", default="tweets", choices=named_presets.PRESETS,
+                        help="default settings for: tweets, or stories (an unlabelled story corpus, e.g. TinyStories)")
     if extra is not None:
         extra(parser)
     for name, prefix in SECTIONS:
@@ -181,7 +185,8 @@ def run(settings: Settings) -> dict:
     backend.use(cfg.backend)
     out = open_out(cfg.out)
     cache = StageCache(out)
-    base = prepare(cache, settings.data, settings.model, settings.pretrain, settings.sft, cfg.seed, cfg.eval_samples)
+    base = prepare(cache, settings.data, settings.model, settings.pretrain, settings.sft, cfg.seed, cfg.eval_samples,
+                   reward=cfg.reward)
     reward_fn, reward_stage = reward_function(cache, base, cfg.reward, settings.rm, cfg.rm_pairs,
                                               settings.rl.max_new_tokens, cfg.seed)
     policy, history, rl_info = run_rl(cache, base, settings.rl, reward_fn, reward_stage, cfg.reward, cfg.seed)

@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 
 from minirl import backend
 from minirl.checkpoint import load_checkpoint, restore, save_checkpoint
-from minirl.data import filter_labels, load_corpus, train_val_split
+from minirl.data import load_corpus, train_val_split
 from minirl.data.preferences import pairs_from_labels
+from minirl.data.selection import positive_documents, require_labels
 from minirl.data.sft import SFTDataset
 from minirl.data.tokens import TokenStream
 from minirl.examples.stages import Stage, StageCache
@@ -36,7 +37,8 @@ REWARDS = ("vader", "rm", "rlaif")
 @dataclass
 class DataConfig:
     corpus: str = "tweets"
-    """tweets (real, labelled), movie_reviews, or a labelled .csv/.jsonl file of your own"""
+    """tweets (real, labelled), movie_reviews, or a file of your own: .txt (one document per line, or
+    <|endoftext|>-separated as TinyStories), .csv/.jsonl"""
     vocab_size: int = 2048
     """BPE vocabulary size, <|endoftext|> included"""
     val_fraction: float = 0.05
@@ -45,6 +47,8 @@ class DataConfig:
     """eot: unconditional samples from <|endoftext|>; val: the first prompt_tokens tokens of held-out tweets"""
     prompt_tokens: int = 4
     """tokens of a held-out tweet given as the prompt, with --prompts val"""
+    positive_threshold: float = 0.05
+    """on a corpus without labels, SFT uses the documents whose VADER compound is above this"""
 
 
 @dataclass
@@ -117,10 +121,16 @@ def run_stage(cache: StageCache, stage: Stage, files: list[str], records: list, 
 
 
 def prepare(cache: StageCache, data: DataConfig, model_cfg: GPTConfig, pretrain_cfg: TrainConfig,
-            sft_cfg: TrainConfig, seed: int, eval_samples: int) -> Base:
+            sft_cfg: TrainConfig, seed: int, eval_samples: int, reward: str | None = None) -> Base:
+    """The shared stages; `reward` (if given) is checked against the corpus before any training."""
     records: list[StageRecord] = []
     corpus = load_corpus(data.corpus)
+    if reward == "rm":
+        require_labels(corpus, "--reward rm", "--reward rlaif (VADER judges pairs of SFT samples) or --reward vader")
     train_docs, val_docs = train_val_split(corpus, data.val_fraction, seed=seed)
+    # The SFT set is chosen first, so an empty one is refused before minutes of pretraining.
+    positive = positive_documents(train_docs, vader_reward, data.positive_threshold)
+    val_positive_docs = positive_documents(val_docs, vader_reward, data.positive_threshold)
 
     # The corpus's content (not just its name or path) and the backend are part of the first key, so an
     # edited file or a GPU run's checkpoints are never reused for another run; every later key inherits them.
@@ -150,8 +160,8 @@ def prepare(cache: StageCache, data: DataConfig, model_cfg: GPTConfig, pretrain_
     run_stage(cache, pre_stage, ["ckpt.npz"], records, pretrain, seed=seed * 100 + 1)
     _load_weights(pretrained, pre_stage.path("ckpt.npz"))
 
-    positive = filter_labels(train_docs, "positive")
-    sft_stage = cache.stage("sft", {"train": dataclasses.asdict(sft_cfg), "label": "positive"}, [pre_stage])
+    chosen_by = "positive" if corpus.labels is not None else f"vader>{data.positive_threshold}"
+    sft_stage = cache.stage("sft", {"train": dataclasses.asdict(sft_cfg), "label": chosen_by}, [pre_stage])
     sft = copy_model(pretrained)
 
     def fine_tune():
@@ -172,7 +182,7 @@ def prepare(cache: StageCache, data: DataConfig, model_cfg: GPTConfig, pretrain_
     else:
         prompts = [[eot]]
     eval_prompts = [prompts[i % len(prompts)] for i in range(eval_samples)]
-    val_positive = SFTDataset.from_texts(filter_labels(val_docs, "positive").texts, tok, model_cfg.block_size)
+    val_positive = SFTDataset.from_texts(val_positive_docs.texts, tok, model_cfg.block_size)
     return Base(tok, pretrained, sft, train_docs, val_docs, prompts, eval_prompts, val_positive,
                 {"tokenizer": tok_stage, "pretrain": pre_stage, "sft": sft_stage}, records)
 
@@ -200,6 +210,7 @@ def reward_function(cache: StageCache, base: Base, kind: str, rm_cfg: RewardMode
 
     def train():
         if kind == "rm":
+            require_labels(base.train_docs, "--reward rm", "--reward rlaif or --reward vader")
             train_pairs = pairs_from_labels(base.train_docs, tok, pairs, seed=seed)
             val_pairs = pairs_from_labels(base.val_docs, tok, max(pairs // 10, 50), seed=seed + 1)
         else:
