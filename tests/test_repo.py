@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-INSTALL = 'pip install -e ".[dev,data]"'
+INSTALL = 'pip install -e ".[dev,data,gpt2]"'
 TEST = "pytest -q"
 
 
