@@ -38,6 +38,13 @@ def test_endoftext_separated_stories_keep_their_lines(tmp_path):
     assert corpus.texts[0].count("\n") == 1
 
 
+def test_a_file_that_is_not_utf8_is_named(tmp_path):
+    path = tmp_path / "stories.txt"
+    path.write_bytes(b"Once upon a time\n<|endoftext|>\nCaf\xe9\n")
+    with pytest.raises(ValueError, match="stories.txt: not UTF-8 text .byte 34"):
+        load_text_file(path)
+
+
 def test_split_documents_formats():
     assert split_documents("a b\n\n c \n") == ["a b", "c"]  # one document per line
     assert split_documents("one\n  two\n<|endoftext|>\n\n<|endoftext|>three<|endoftext|>") == ["one\ntwo", "three"]

@@ -215,7 +215,11 @@ def load_text_file(path: str | Path, text_column: str = "text", label_column: st
     if path.suffix == ".txt":
         if label_column is not None:
             raise ValueError(f"{path}: a .txt file has no columns, so it cannot have a label_column")
-        texts = split_documents(path.read_text(encoding="utf-8"))
+        try:
+            texts = split_documents(path.read_text(encoding="utf-8"))
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{path}: not UTF-8 text (byte {e.start}: {e.reason}); convert it to UTF-8, "
+                             "e.g. `iconv -f latin1 -t utf-8`.") from None
         if not texts:
             raise ValueError(f"{path} contains no documents")
         return Corpus(texts, name=path.stem)
