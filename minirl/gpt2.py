@@ -180,3 +180,19 @@ def save_gpt2(model: GPT, folder: str | Path) -> Path:
     (folder / "config.json").write_text(json.dumps(hf, indent=2) + "\n", encoding="utf-8")
     return folder
 
+
+
+def load_gpt2_with_tokenizer(folder: str | Path, tokenizer: str | Path | None = None):
+    """(GPT, Tokenizer) of a Hugging Face GPT-2 folder, the tokenizer checked against the model.
+
+    The tokenizer comes from `tokenizer` if given (see `load_gpt2_tokenizer`), else from the
+    folder's own vocab.json + merges.txt, else from the packaged GPT-2 files.
+    """
+    from minirl.gpt2_tokenizer import check_vocabulary, load_gpt2_tokenizer
+
+    model = load_gpt2(folder)
+    if tokenizer is None and (Path(folder) / "vocab.json").is_file():
+        tokenizer = folder
+    tok = load_gpt2_tokenizer(tokenizer)
+    check_vocabulary(tok, model.config.vocab_size, str(folder))
+    return model, tok

