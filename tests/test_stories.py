@@ -91,13 +91,20 @@ def test_stories_recipe_end_to_end(tmp_path, capsys):
     assert happy_gpt.main(argv) == 0, capsys.readouterr().err
     summary = json.loads((out / "summary.json").read_text())
     assert summary["config"]["rl"]["algo"] == "pg" and summary["config"]["model"]["block_size"] == 96
-    assert [s["name"] for s in summary["stages"]] == ["tokenizer", "pretrain", "sft", "rl_pg"]
+    assert [s["name"] for s in summary["stages"]] == ["sft_set", "tokenizer", "pretrain", "sft", "rl_pg"]
     sft = next(s for s in summary["stages"] if s["name"] == "sft")
     train_docs = happy_gpt.parse_settings(argv, "x", "x")[0]  # the same split the run used
     from minirl.data import train_val_split
     train, _ = train_val_split(load_text_file(path), train_docs.data.val_fraction, seed=0)
     happy = [t for t, score in zip(train.texts, vader_reward(train.texts)) if score > 0.05]
     assert 0 < sft["info"]["examples"] == len(happy) < len(train)  # VADER chose the SFT set
+    assert happy_gpt.main(argv[:-6] + ["--rl-iterations", "1", "--rl-batch-size", "8", "--eval-samples", "4"]) == 0
+    statuses = {s["name"]: s["status"] for s in json.loads((out / "summary.json").read_text())["stages"]}
+    assert statuses == {"sft_set": "cached", "tokenizer": "cached", "pretrain": "cached", "sft": "cached",
+                        "rl_pg": "ran"}  # a rerun does not score the corpus again
+    assert happy_gpt.main(argv + ["--positive-threshold", "0.3"]) == 0
+    statuses = {s["name"]: s["status"] for s in json.loads((out / "summary.json").read_text())["stages"]}
+    assert statuses == {"sft_set": "ran", "tokenizer": "cached", "pretrain": "cached", "sft": "ran", "rl_pg": "ran"}
 
 
 @needs_vader

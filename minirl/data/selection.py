@@ -23,6 +23,11 @@ def positive_documents(corpus: Corpus, judge: Judge | None = None, threshold: fl
     whose `judge` score is above `threshold`. Raises when none is left, saying what to change."""
     if corpus.labels is not None:
         return filter_labels(corpus, "positive")
+    return corpus.subset(judged_indices(corpus, judge, threshold), f"{corpus.name}:score>{threshold}")
+
+
+def judged_indices(corpus: Corpus, judge: Judge | None, threshold: float) -> list[int]:
+    """Indices of the documents whose `judge` score is above `threshold`; at least one."""
     if judge is None:
         raise ValueError(f"corpus {corpus.name!r} has no labels, so a judge must score its documents.")
     scores = judge(list(corpus.texts))
@@ -32,7 +37,7 @@ def positive_documents(corpus: Corpus, judge: Judge | None = None, threshold: fl
         raise ValueError(f"no document of corpus {corpus.name!r} ({len(corpus)} documents) scores above the "
                          f"positive threshold {threshold} (the highest is {best:.3f}); lower --positive-threshold "
                          "or use a corpus with happier documents.")
-    return corpus.subset(keep, f"{corpus.name}:score>{threshold}")
+    return keep
 
 
 def require_labels(corpus: Corpus, what: str, instead: str) -> None:

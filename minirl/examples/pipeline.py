@@ -19,10 +19,10 @@ from minirl import backend
 from minirl.checkpoint import load_checkpoint, restore, save_checkpoint
 from minirl.data import load_corpus, train_val_split
 from minirl.data.preferences import pairs_from_labels
-from minirl.data.selection import positive_documents, require_labels
+from minirl.data.selection import judged_indices, positive_documents, require_labels
 from minirl.data.sft import SFTDataset
 from minirl.data.tokens import TokenStream
-from minirl.examples.stages import Stage, StageCache
+from minirl.examples.stages import Stage, StageCache, write_atomic
 from minirl.model import GPT, GPTConfig
 from minirl.rl.reward_model import RewardModelConfig, ScalarHeadModel, reward_fn_from_model, train_reward_model
 from minirl.rl.rlaif import label_pairs_with_judge, score_judge
@@ -120,6 +120,26 @@ def run_stage(cache: StageCache, stage: Stage, files: list[str], records: list, 
     return info
 
 
+def choose_positive(cache: StageCache, train_docs, val_docs, data: DataConfig, digest: str, seed: int,
+                    records: list):
+    """The positive train and validation documents: by label, or on a corpus without labels by
+    VADER compound > data.positive_threshold. VADER's choice is kept as a stage (`chosen.json`),
+    because scoring every story of a large corpus takes minutes and a rerun should not repeat it."""
+    if train_docs.labels is not None:
+        return positive_documents(train_docs), positive_documents(val_docs)
+    stage = cache.stage("sft_set", {"corpus_sha256": digest, "val_fraction": data.val_fraction, "seed": seed,
+                                    "judge": "vader", "threshold": data.positive_threshold})
+
+    def select():
+        chosen = {name: judged_indices(docs, vader_reward, data.positive_threshold)
+                  for name, docs in (("train", train_docs), ("val", val_docs))}
+        write_atomic(stage.path("chosen.json"), json.dumps(chosen))
+        return {name: len(indices) for name, indices in chosen.items()}
+    run_stage(cache, stage, ["chosen.json"], records, select, seed=seed, resumable=())
+    chosen = json.loads(stage.path("chosen.json").read_text())
+    return train_docs.subset(chosen["train"]), val_docs.subset(chosen["val"])
+
+
 def prepare(cache: StageCache, data: DataConfig, model_cfg: GPTConfig, pretrain_cfg: TrainConfig,
             sft_cfg: TrainConfig, seed: int, eval_samples: int, reward: str | None = None) -> Base:
     """The shared stages; `reward` (if given) is checked against the corpus before any training."""
@@ -128,13 +148,13 @@ def prepare(cache: StageCache, data: DataConfig, model_cfg: GPTConfig, pretrain_
     if reward == "rm":
         require_labels(corpus, "--reward rm", "--reward rlaif (VADER judges pairs of SFT samples) or --reward vader")
     train_docs, val_docs = train_val_split(corpus, data.val_fraction, seed=seed)
+    digest = corpus_digest(corpus)
     # The SFT set is chosen first, so an empty one is refused before minutes of pretraining.
-    positive = positive_documents(train_docs, vader_reward, data.positive_threshold)
-    val_positive_docs = positive_documents(val_docs, vader_reward, data.positive_threshold)
+    positive, val_positive_docs = choose_positive(cache, train_docs, val_docs, data, digest, seed, records)
 
     # The corpus's content (not just its name or path) and the backend are part of the first key, so an
     # edited file or a GPU run's checkpoints are never reused for another run; every later key inherits them.
-    tok_stage = cache.stage("tokenizer", {"corpus": data.corpus, "corpus_sha256": corpus_digest(corpus),
+    tok_stage = cache.stage("tokenizer", {"corpus": data.corpus, "corpus_sha256": digest,
                                           "vocab_size": data.vocab_size, "val_fraction": data.val_fraction,
                                           "seed": seed, "backend": backend.name()})
 
