@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-INSTALL = 'pip install -e ".[dev,data,app]"'
+INSTALL = 'pip install -e ".[dev,data,app,gpt2]"'
 TEST = "pytest -q"
 
 

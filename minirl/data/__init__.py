@@ -11,10 +11,12 @@ from minirl.data.corpora import (
     load_text_file,
     load_tweets,
     positive_subset,
+    split_documents,
     synthetic_corpus,
     train_val_split,
 )
 from minirl.data.preferences import PreferencePair, collate_pairs, pad_right, pairs_from_labels
+from minirl.data.selection import positive_documents, require_labels
 from minirl.data.sft import SFTDataset, SFTExample
 
 __all__ = [
@@ -33,8 +35,11 @@ __all__ = [
     "load_tweets",
     "pad_right",
     "pairs_from_labels",
+    "positive_documents",
     "positive_subset",
     "repair_mojibake",
+    "require_labels",
+    "split_documents",
     "split_into_chunks",
     "synthetic_corpus",
     "train_val_split",

@@ -204,8 +204,25 @@ def _encode_labels(raw: list) -> tuple[list[int], tuple[str, ...]]:
     return [names.index(str(y).strip()) for y in raw], names
 
 
+END_OF_TEXT = "<|endoftext|>"
+
+
+def split_documents(text: str) -> list[str]:
+    """The documents of a .txt corpus, stripped, blank ones skipped.
+
+    A text that contains `<|endoftext|>` is cut there, and each document keeps
+    its inner line breaks (TinyStories' text release: multi-line stories, each
+    followed by a `<|endoftext|>` line). Any other text has one document per line.
+    """
+    if END_OF_TEXT in text:
+        pieces = (piece.strip() for piece in text.split(END_OF_TEXT))
+        return ["\n".join(line.strip() for line in piece.splitlines() if line.strip()) for piece in pieces if piece]
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
 def load_text_file(path: str | Path, text_column: str = "text", label_column: str | None = None) -> Corpus:
-    """A user's corpus: .txt (one document per line), or .csv / .jsonl records.
+    """A user's corpus: .txt (one document per line, or `<|endoftext|>`-separated
+    documents as in TinyStories; see `split_documents`), or .csv / .jsonl records.
 
     Blank documents are skipped. Labels (optional, .csv / .jsonl only) may be
     non-negative integers, kept as they are, or strings, numbered in sorted
@@ -219,7 +236,7 @@ def load_text_file(path: str | Path, text_column: str = "text", label_column: st
     if path.suffix == ".txt":
         if label_column is not None:
             raise ValueError(f"{path}: a .txt file has no columns, so it cannot have a label_column")
-        texts = [line.strip() for line in _read_text(path).splitlines() if line.strip()]
+        texts = split_documents(_read_text(path))
         if not texts:
             raise ValueError(f"{path} contains no documents")
         return Corpus(texts, name=path.stem)

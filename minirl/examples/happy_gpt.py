@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from minirl import backend
 from minirl.checkpoint import CheckpointError
 from minirl.cli import add_dataclass_args, from_args
+from minirl.examples import presets as named_presets
 from minirl.examples.pipeline import REWARDS, DataConfig, load_labelled_corpus, prepare, reward_function, run_rl
 from minirl.examples.report import perplexity, sample_statistics, side_by_side, write_plots
 from minirl.examples.stages import StageCache, write_atomic
@@ -129,12 +130,15 @@ def parse_settings(argv, prog: str, description: str, extra=None) -> tuple[Setti
     `extra(parser)` may add a command's own flags (they come back in the namespace)."""
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--quick", action="store_true")
-    quick = pre.parse_known_args(argv)[0].quick
-    defaults = presets(quick)
-    parser = argparse.ArgumentParser(prog=prog, description=description,
-                                     usage=f"{prog} [--quick] [--algo ALGO] [--reward REWARD] [--out DIR] [--seed N] "
-                                           "[--corpus NAME_OR_FILE] [flags of each stage, below]")
+    pre.add_argument("--preset", default="tweets", choices=named_presets.PRESETS)
+    known = pre.parse_known_args(argv)[0]
+    defaults = named_presets.apply(presets(known.quick), known.preset, known.quick)
+    usage = (f"{prog} [--quick] [--preset tweets|stories] [--algo ALGO] [--reward REWARD] [--out DIR] [--seed N] "
+             "[--corpus NAME_OR_FILE] [flags of each stage, below]")
+    parser = argparse.ArgumentParser(prog=prog, description=description, usage=usage)
     parser.add_argument("--quick", action="store_true", help="a small model and short stages (~1 min on a CPU)")
+    parser.add_argument("--preset", default="tweets", choices=named_presets.PRESETS,
+                        help="default settings for: tweets, or stories (an unlabelled story corpus, e.g. TinyStories)")
     if extra is not None:
         extra(parser)
     for name, prefix in SECTIONS:

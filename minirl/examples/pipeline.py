@@ -17,11 +17,12 @@ from dataclasses import dataclass, field
 
 from minirl import backend
 from minirl.checkpoint import CheckpointError, load_checkpoint, restore, save_checkpoint
-from minirl.data import CORPORA, filter_labels, load_corpus, train_val_split
+from minirl.data import CORPORA, load_corpus, train_val_split
 from minirl.data.preferences import pairs_from_labels
+from minirl.data.selection import judged_indices, positive_documents, require_labels
 from minirl.data.sft import SFTDataset
 from minirl.data.tokens import TokenStream
-from minirl.examples.stages import Stage, StageCache
+from minirl.examples.stages import Stage, StageCache, write_atomic
 from minirl.model import GPT, GPTConfig
 from minirl.rl.reward_model import RewardModelConfig, ScalarHeadModel, reward_fn_from_model, train_reward_model
 from minirl.rl.rlaif import label_pairs_with_judge, score_judge
@@ -37,11 +38,12 @@ REWARDS = ("vader", "rm", "rlaif")
 @dataclass
 class DataConfig:
     corpus: str = "tweets"
-    """tweets (real, labelled), movie_reviews, or a labelled .csv/.jsonl file of your own (see --label-column)"""
+    """tweets (real, labelled), movie_reviews, or a file of your own: .txt (one document per line, or
+    <|endoftext|>-separated as TinyStories), or .csv/.jsonl (see --text-column, --label-column)"""
     text_column: str = "text"
     """the column (CSV) or key (JSONL) that holds each document's text, for a corpus file"""
     label_column: str | None = None
-    """the column or key that holds each document's label, for a corpus file (required: SFT keeps the positives)"""
+    """the column or key that holds each document's label; without one, VADER picks the SFT set"""
     positive_label: str = "positive"
     """the label value of the documents SFT fine-tunes on (e.g. 1, pos, 5)"""
     negative_label: str = "negative"
@@ -54,9 +56,12 @@ class DataConfig:
     """eot: unconditional samples from <|endoftext|>; val: the first prompt_tokens tokens of held-out tweets"""
     prompt_tokens: int = 4
     """tokens of a held-out tweet given as the prompt, with --prompts val"""
+    positive_threshold: float = 0.05
+    """on a corpus without labels, SFT uses the documents whose VADER compound is above this"""
 
     def __post_init__(self):
-        check_ranges(self, vocab_size="[257, inf)", val_fraction="(0, 1)", prompt_tokens="[0, inf)")
+        check_ranges(self, vocab_size="[257, inf)", val_fraction="(0, 1)", prompt_tokens="[0, inf)",
+                     positive_threshold="[-1, 1)")
         if self.positive_label == self.negative_label:
             raise ValueError(f"--positive-label and --negative-label are both {self.positive_label!r}; "
                              "a preference pair needs two different labels.")
@@ -64,21 +69,24 @@ class DataConfig:
 
 def load_labelled_corpus(data: DataConfig, need_negative: bool):
     """The corpus of --corpus, its labels named "positive" and "negative" as --positive-label and
-    --negative-label say; refused here, before any stage runs, if it lacks what the stages need."""
+    --negative-label say; refused here, before any stage runs, if it lacks what the stages need.
+
+    A file without labels (a .txt, or a .csv/.jsonl with no --label-column) is kept as it is:
+    VADER then picks the SFT set (`choose_positive`), and `need_negative` (--reward rm) is refused."""
     is_file = data.corpus not in CORPORA
-    if is_file and data.corpus.endswith((".csv", ".jsonl")) and data.label_column is None:
-        raise ValueError(f"--corpus {data.corpus}: happy_gpt fine-tunes on the positive documents, so it needs "
-                         "their labels. Name the column that holds them with --label-column (and the text's with "
-                         "--text-column, default 'text'), and the positive value with --positive-label.")
-    if is_file and data.corpus.endswith(".txt"):
-        raise ValueError(f"--corpus {data.corpus}: a .txt file carries no labels, and happy_gpt fine-tunes on the "
-                         "positive documents. Use a .csv or .jsonl file with a label column (--label-column).")
     columns = {"text_column": data.text_column, "label_column": data.label_column} if is_file else {}
+    if is_file and data.corpus.endswith(".txt"):
+        columns = {}
     corpus = load_corpus(data.corpus, **columns)
+    if corpus.labels is None:
+        if need_negative:
+            require_labels(corpus, "--reward rm", "--reward rlaif (VADER judges pairs of SFT samples) or "
+                           "--reward vader, or name the file's label column with --label-column")
+        return corpus
     names = [str(n) for n in corpus.label_names or ()]
     counts = ", ".join(f"{n!r}: {c}" for n, c in corpus.label_counts().items())
     wanted = [("--positive-label", data.positive_label)] + ([("--negative-label", data.negative_label)]
-                                                               if need_negative else [])
+                                                           if need_negative else [])
     for flag, value in wanted:
         if value not in names:
             raise ValueError(f"{flag} {value!r} is not a label of {corpus.name!r}; its labels are {{{counts}}}. "
@@ -168,16 +176,39 @@ def run_stage(cache: StageCache, stage: Stage, files: list[str], records: list, 
     return info
 
 
+def choose_positive(cache: StageCache, train_docs, val_docs, data: DataConfig, digest: str, seed: int,
+                    records: list):
+    """The positive train and validation documents: by label, or on a corpus without labels by
+    VADER compound > data.positive_threshold. VADER's choice is kept as a stage (`chosen.json`),
+    because scoring every story of a large corpus takes minutes and a rerun should not repeat it."""
+    if train_docs.labels is not None:
+        return positive_documents(train_docs), positive_documents(val_docs)
+    stage = cache.stage("sft_set", {"corpus_sha256": digest, "val_fraction": data.val_fraction, "seed": seed,
+                                    "judge": "vader", "threshold": data.positive_threshold})
+
+    def select():
+        chosen = {name: judged_indices(docs, vader_reward, data.positive_threshold)
+                  for name, docs in (("train", train_docs), ("val", val_docs))}
+        write_atomic(stage.path("chosen.json"), json.dumps(chosen))
+        return {name: len(indices) for name, indices in chosen.items()}
+    run_stage(cache, stage, ["chosen.json"], records, select, seed=seed, resumable=())
+    chosen = json.loads(stage.path("chosen.json").read_text())
+    return train_docs.subset(chosen["train"]), val_docs.subset(chosen["val"])
+
+
 def prepare(cache: StageCache, data: DataConfig, model_cfg: GPTConfig, pretrain_cfg: TrainConfig,
             sft_cfg: TrainConfig, seed: int, eval_samples: int, corpus=None) -> Base:
     """The shared stages on `corpus` (`load_labelled_corpus(data, ...)` when None)."""
     records: list[StageRecord] = []
     corpus = corpus if corpus is not None else load_labelled_corpus(data, need_negative=False)
     train_docs, val_docs = train_val_split(corpus, data.val_fraction, seed=seed)
+    digest = corpus_digest(corpus)
+    # The SFT set is chosen first, so an empty one is refused before minutes of pretraining.
+    positive, val_positive_docs = choose_positive(cache, train_docs, val_docs, data, digest, seed, records)
 
     # The corpus's content (not just its name or path) and the backend are part of the first key, so an
     # edited file or a GPU run's checkpoints are never reused for another run; every later key inherits them.
-    tok_stage = cache.stage("tokenizer", {"corpus": data.corpus, "corpus_sha256": corpus_digest(corpus),
+    tok_stage = cache.stage("tokenizer", {"corpus": data.corpus, "corpus_sha256": digest,
                                           "vocab_size": data.vocab_size, "val_fraction": data.val_fraction,
                                           "seed": seed, "backend": backend.name()})
 
@@ -203,8 +234,8 @@ def prepare(cache: StageCache, data: DataConfig, model_cfg: GPTConfig, pretrain_
     run_stage(cache, pre_stage, ["ckpt.npz"], records, pretrain, seed=seed * 100 + 1)
     _load_weights(pretrained, pre_stage.path("ckpt.npz"))
 
-    positive = filter_labels(train_docs, "positive")
-    sft_stage = cache.stage("sft", {"train": dataclasses.asdict(sft_cfg), "label": data.positive_label}, [pre_stage])
+    chosen_by = data.positive_label if corpus.labels is not None else f"vader>{data.positive_threshold}"
+    sft_stage = cache.stage("sft", {"train": dataclasses.asdict(sft_cfg), "label": chosen_by}, [pre_stage])
     sft = copy_model(pretrained)
 
     def fine_tune():
@@ -225,7 +256,7 @@ def prepare(cache: StageCache, data: DataConfig, model_cfg: GPTConfig, pretrain_
     else:
         prompts = [[eot]]
     eval_prompts = [prompts[i % len(prompts)] for i in range(eval_samples)]
-    val_positive = SFTDataset.from_texts(filter_labels(val_docs, "positive").texts, tok, model_cfg.block_size)
+    val_positive = SFTDataset.from_texts(val_positive_docs.texts, tok, model_cfg.block_size)
     return Base(tok, pretrained, sft, train_docs, val_docs, prompts, eval_prompts, val_positive,
                 {"tokenizer": tok_stage, "pretrain": pre_stage, "sft": sft_stage}, records)
 
@@ -253,6 +284,7 @@ def reward_function(cache: StageCache, base: Base, kind: str, rm_cfg: RewardMode
 
     def train():
         if kind == "rm":
+            require_labels(base.train_docs, "--reward rm", "--reward rlaif or --reward vader")
             train_pairs = pairs_from_labels(base.train_docs, tok, pairs, seed=seed)
             val_pairs = pairs_from_labels(base.val_docs, tok, max(pairs // 10, 50), seed=seed + 1)
         else:
