@@ -13,8 +13,8 @@ changing only RL flags reruns only RL; a killed run resumes where it stopped.
 
 At the end it prints the stages and their wall time, reward / fraction positive / KL to
 the SFT model / distinct-n / held-out perplexity for the pretrained, SFT and final
-models, and samples before and after RL, and writes summary.json, metrics.jsonl and
-rl_curves.png (with matplotlib) to --out.
+models, and samples before and after RL, and writes summary.json, metrics.jsonl,
+report.html and rl_curves.png (with matplotlib) to --out.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from minirl.cli import add_dataclass_args, from_args
 from minirl.examples import presets as named_presets
 from minirl.examples.pipeline import REWARDS, DataConfig, load_labelled_corpus, prepare, reward_function, run_rl
 from minirl.examples.report import perplexity, sample_statistics, side_by_side, write_plots
+from minirl.examples.report_html import write_report_html
 from minirl.examples.stages import StageCache, write_atomic
 from minirl.folder_lock import FolderLock
 from minirl.model import GPTConfig
@@ -176,13 +177,14 @@ def lock_out(out: str) -> FolderLock:
 
 
 def open_out(out: str, summary: str = "summary.json") -> pathlib.Path:
-    """Move aside the `summary` of an earlier run in --out, so a run that fails never leaves one that looks
-    like its own. Call it only once the settings are validated and the lock is held (`lock_out`): it is
-    the first change a run makes to --out."""
+    """Move aside the `summary` of an earlier run in --out, and the report.html beside it, so a run that fails
+    never leaves one that looks like its own. Call it only once the settings are validated and the lock is
+    held (`lock_out`): it is the first change a run makes to --out."""
     path = writable_dir(out)
     previous = path / summary
-    if previous.exists():
-        os.replace(previous, previous.with_name("summary.previous.json"))
+    for name, aside in ((previous.name, "summary.previous.json"), ("report.html", "report.previous.html")):
+        if previous.with_name(name).exists():
+            os.replace(previous.with_name(name), previous.with_name(aside))
     return path
 
 
@@ -252,8 +254,9 @@ def _run(settings: Settings, corpus, t_start: float) -> dict:
                "rl": rl_info, "plot": str(plot) if plot else None,
                "total_seconds": time.perf_counter() - t_start}
     print_report(summary, cfg)
+    page = write_report_html(summary, out)
     write_atomic(out / "summary.json", json.dumps(summary, indent=2))  # last: its presence means the run finished
-    print(f"\nwrote {out / 'summary.json'}, {out / 'metrics.jsonl'}" + (f", {plot}" if plot else ""))
+    print(f"\nwrote {out / 'summary.json'}, {out / 'metrics.jsonl'}, {page}" + (f", {plot}" if plot else ""))
     return summary
 
 
