@@ -178,6 +178,14 @@ def _read_records(path: Path) -> list[tuple[int, dict]]:
                     "it; check the quoting from that line on." if "field limit" in str(e) else "Check that line.")
             raise ValueError(f"{path}, line {reader.line_num}: not valid CSV ({e}). {hint}") from None
         return records
+    return jsonl_records(path, text)
+
+
+def jsonl_records(path: str | Path, text: str | None = None) -> list[tuple[int, dict]]:
+    """(line number, record) for every non-blank line of a JSON Lines file (`text`, if given, is its
+    contents); a line that is not a JSON object is refused with the file and the line."""
+    path = Path(path)
+    text = _read_text(path) if text is None else text
     records = []
     for lineno, line in enumerate(text.split("\n"), start=1):  # not splitlines: JSON strings may hold U+2028
         if not line.strip():

@@ -17,6 +17,7 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
+from minirl.data.corpora import jsonl_records
 from minirl.data.preferences import PreferencePair
 from minirl.data.sft import SFTDataset, SFTExample
 
@@ -38,22 +39,12 @@ def read_jsonl(path: str | Path, fields: tuple[str, ...]) -> list[tuple[int, dic
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"data file not found: {path}")
-    records = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}, line {lineno}: invalid JSON ({e.msg}, column {e.colno}).") from None
-            if not isinstance(record, dict):
-                raise ValueError(f"{path}, line {lineno}: expected a JSON object, got {type(record).__name__}.")
-            for field in fields:
-                if not isinstance(record.get(field), str) or not record[field].strip():
-                    raise ValueError(f"{path}, line {lineno}: needs a non-empty string {field!r}; the line has "
-                                     f"{sorted(record)}. Expected the fields {list(fields)}.")
-            records.append((lineno, record))
+    records = jsonl_records(path)
+    for lineno, record in records:
+        for field in fields:
+            if not isinstance(record.get(field), str) or not record[field].strip():
+                raise ValueError(f"{path}, line {lineno}: needs a non-empty string {field!r}; the line has "
+                                 f"{sorted(record)}. Expected the fields {list(fields)}.")
     if not records:
         raise ValueError(f"{path} holds no records; expected JSON lines with {list(fields)}.")
     return records

@@ -7,7 +7,7 @@ from typing import Callable
 
 import numpy as np
 
-from minirl.examples.report import _pyplot
+from minirl.examples.report import _pyplot, save_figure
 from minirl.rl.overoptimization import gold_curve
 from minirl.table import format_table
 
@@ -94,8 +94,4 @@ def plot_lab(bon: dict, ppo: dict, path, notice: Callable[[str], None] = print) 
             ax.set_xlabel("d = √KL(π ‖ π_sft)")
             ax.grid(alpha=0.3)
             ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = pathlib.Path(path)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

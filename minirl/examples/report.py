@@ -116,11 +116,7 @@ def write_plots(history: Sequence[dict], path, title: str, notice: Callable[[str
         ax.set_title(label, fontsize=10)
         ax.grid(alpha=0.3)
     fig.suptitle(title)
-    fig.tight_layout()
-    path = pathlib.Path(path)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_reward_against_kl(rows: Sequence[dict], path, notice: Callable[[str], None] = print) -> pathlib.Path | None:
@@ -135,6 +131,13 @@ def plot_reward_against_kl(rows: Sequence[dict], path, notice: Callable[[str], N
     ax.set_xlabel("KL(π ‖ π_sft), nats per response")
     ax.set_ylabel("mean reward")
     ax.grid(alpha=0.3)
+    return save_figure(fig, path)
+
+
+def save_figure(fig, path) -> pathlib.Path:
+    """Lay out `fig`, write it to `path` as a PNG and free it; returns the path."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     path = pathlib.Path(path)
     fig.savefig(path, dpi=100)
