@@ -1,5 +1,8 @@
 """The explorer's numbers (minirl.examples.explorer) and its Flask app, on a tiny finished run."""
 
+import json
+import math
+import shutil
 import threading
 
 import numpy as np
@@ -7,7 +10,9 @@ import pytest
 
 from minirl.examples.explore import create_app, main
 from minirl.examples.explorer import Explorer, InputError
+from minirl.examples.overoptimization_report import verdicts
 from minirl.examples.run_folder import RunFolder, RunFolderError
+from minirl.rl.overoptimization import best_of_n_means, fit_gold_curve, gold_falls
 
 pytest.importorskip("flask", reason="the explorer needs Flask (pip install -e '.[app]')")
 
@@ -155,3 +160,90 @@ def test_the_speed_benchmark_runs(tiny_run, capsys):
     spec.loader.exec_module(bench)
     assert bench.main(["--out", str(tiny_run), "--requests", "1"]) == 0
     assert "a Generate request for three models took" in capsys.readouterr().out
+
+
+def write_lab_summary(folder) -> dict:
+    """<folder>/overoptimization/summary.json with the fields `overoptimization.run_lab` writes, its
+    numbers made by the lab's own functions from made-up scores: two proxies, best-of-n up to n = 8
+    over two seeds, PPO evaluated four times. One sample carries HTML, which the page must show as text."""
+    rng = np.random.default_rng(0)
+    ns, proxies, bon, ppo = [1, 2, 4, 8], {}, {}, {}
+    for k, size in enumerate(["60", "240"]):
+        runs = []
+        for _ in range(2):
+            gold = rng.normal(size=32)
+            runs.append(best_of_n_means(gold * (k + 1) + rng.normal(size=32), gold, ns))
+        gold, proxy = (np.array([r[key] for r in runs]) for key in ("gold", "proxy"))
+        gold_se, proxy_se = gold.std(axis=0, ddof=1) / math.sqrt(2), proxy.std(axis=0, ddof=1) / math.sqrt(2)
+        d = np.sqrt(runs[0]["kl"])
+        bon[size] = {"n": ns, "kl": runs[0]["kl"], "d": d.tolist(), "gold": gold.mean(0).tolist(),
+                     "gold_stderr": gold_se.tolist(), "proxy": proxy.mean(0).tolist(), "proxy_stderr": proxy_se.tolist(),
+                     "fit": fit_gold_curve(d, gold.mean(0) - gold.mean(0)[0], "bon"),
+                     "gold_falls": gold_falls(gold.mean(0), gold_se)}
+        kls = [0.0, 2.0 + k, 6.0 + 2 * k, 12.0 + 3 * k]
+        golds = [0.1, 0.3 + 0.1 * k, 0.35, 0.2 - 0.05 * k]
+        evals = [{"iteration": 4 * i, "kl": kl, "d": math.sqrt(kl), "proxy": 0.5 + i * (k + 1), "gold": g,
+                  "gold_stderr": 0.02, "length": 12.0 + i, "distinct_2": 0.9 - 0.2 * i,
+                  "samples": [f"proxy {size}, evaluation {i}, sample {j}" + (" <b>not bold</b>" if j == 0 else "")
+                              for j in range(4)]} for i, (kl, g) in enumerate(zip(kls, golds))]
+        ppo[size] = {"evals": evals, "fit": fit_gold_curve([e["d"] for e in evals], np.array(golds) - golds[0], "rl"),
+                     "max_kl": max(kls), "gold_falls": gold_falls(golds, [0.02] * 4)}
+        proxies[size] = {"train_pairs": int(size) - 5, "val_accuracy": 0.6 + 0.1 * k, "stage": f"reward_rlaif-{k}"}
+    summary = {"config": {}, "lab": {"label_sets": "60,240", "bon_pool": 32, "bon_max_n": 8, "seeds": 2,
+                                     "ppo_iterations": 12, "eval_every": 4, "kl_coef": 0.0},
+               "proxies": proxies, "best_of_n": bon, "ppo": ppo, "stages": [], "plot": None}
+    (folder / "overoptimization").mkdir(exist_ok=True)
+    (folder / "overoptimization" / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+@pytest.fixture
+def lab_summary(tiny_run):
+    """The lab's summary in the shared run folder for one test, removed after it."""
+    yield write_lab_summary(tiny_run)
+    shutil.rmtree(tiny_run / "overoptimization")
+
+
+def test_the_lab_panel_without_the_lab_gives_its_command(client, tiny_run):
+    out = client.post("/api/lab").get_json()
+    assert out == {"available": False, "command": f"python -m minirl.examples.overoptimization --out {tiny_run}"}
+
+
+def test_the_lab_panel_gives_the_summary_its_fitted_curves_and_verdicts(client, lab_summary):
+    out = client.post("/api/lab").get_json()
+    assert out["available"] and [p["size"] for p in out["proxies"]] == ["60", "240"]
+    for p in out["proxies"]:
+        bon, ppo = lab_summary["best_of_n"][p["size"]], lab_summary["ppo"][p["size"]]
+        assert p["train_pairs"] == lab_summary["proxies"][p["size"]]["train_pairs"]
+        points = p["best_of_n"]["points"]
+        for key in ("n", "kl", "d", "gold", "gold_stderr", "proxy", "proxy_stderr"):
+            assert [q[key] for q in points] == bon[key], key
+        assert [q["delta_gold"] for q in points] == pytest.approx(np.subtract(bon["gold"], bon["gold"][0]))
+        assert [q["samples"] for q in p["ppo"]["points"]] == [e["samples"] for e in ppo["evals"]]
+        assert [q["delta_gold"] for q in p["ppo"]["points"]] == pytest.approx([e["gold"] - 0.1 for e in ppo["evals"]])
+        for method, raw, form in (("best_of_n", bon, lambda d, a, b: d * (a - b * d)),
+                                  ("ppo", ppo, lambda d, a, b: d * (a - b * np.log(d)) if d > 0 else 0.0)):
+            fit, curve = p[method]["fit"], np.array(p[method]["fit_curve"])
+            assert fit == raw["fit"] and p[method]["gold_falls"] == raw["gold_falls"]
+            d_max = max(bon["d"]) if method == "best_of_n" else ppo["max_kl"] ** 0.5
+            assert curve[0, 0] == 0 and curve[-1, 0] == pytest.approx(d_max) and len(curve) > 20
+            np.testing.assert_allclose(curve[:, 1], [form(d, fit["alpha"], fit["beta"]) for d in curve[:, 0]],
+                                       rtol=1e-9, atol=1e-12)  # the paper's forms, written out here
+    assert out["verdicts"] == verdicts(lab_summary)
+    assert out["samples_at"] == {"size": "240", "points": [0, 1, 3]}  # first, middle, last evaluation
+
+
+def test_the_lab_panel_sends_a_flat_fit_as_null_and_a_broken_summary_as_one_sentence(client, tiny_run, lab_summary):
+    path = tiny_run / "overoptimization" / "summary.json"
+    lab_summary["ppo"]["60"]["fit"]["r2"] = float("nan")  # what fit_gold_curve gives when gold never moved
+    path.write_text(json.dumps(lab_summary))
+    answer = client.post("/api/lab")
+    assert b"NaN" not in answer.data and answer.get_json()["proxies"][0]["ppo"]["fit"]["r2"] is None
+    del lab_summary["ppo"]["240"]
+    path.write_text(json.dumps(lab_summary))
+    broken = client.post("/api/lab")
+    assert broken.status_code == 400
+    assert broken.get_json()["error"] == (f"{path} cannot be read (KeyError: '240'); rerun "
+                                          f"`python -m minirl.examples.overoptimization --out {tiny_run}` to rewrite it.")
+    path.write_text("{not json")
+    assert "cannot be read (JSONDecodeError" in client.post("/api/lab").get_json()["error"]

@@ -4,6 +4,7 @@
     ex.generate("I love", temperature=1.0, top_k=0, max_new_tokens=20, seed=0)
     ex.ledger(rows=4, seed=0)       # one rollout of the RL policy, token by token, with GAE
     ex.ppo_step(seed=0, steps=1)    # one real minibatch update on a copy of the policy
+    ex.lab()                        # the over-optimisation lab's curves, when it has run in the folder
 
 Each method returns a JSON-able dict; the page (`explore_static/`) only displays it, so
 every number on it is one these functions computed. Bad input raises `InputError`
@@ -13,16 +14,20 @@ with a sentence for the page. Calls run one at a time (a lock): the models are s
 from __future__ import annotations
 
 import json
+import math
+import shlex
 import threading
 
 import numpy as np
 
 from minirl import backend, optim
 from minirl.data import load_corpus, train_val_split
+from minirl.examples.overoptimization_report import verdicts
 from minirl.examples.pipeline import copy_model
 from minirl.examples.run_folder import RunFolder
 from minirl.rl.advantages import gae, td_residuals
 from minirl.rl.losses import masked_mean, ppo_clip_per_token, ppo_policy_loss, ppo_value_loss
+from minirl.rl.overoptimization import gold_curve
 from minirl.rl.ppo import advantages_and_returns
 from minirl.rl.reward_health import reward_health_report
 from minirl.rl.rollout import collect_rollout, state_values
@@ -34,6 +39,8 @@ MAX_PROMPT_CHARS = 200
 CURVES = (("score_mean", "reward R"), ("kl_to_ref", "KL to π_ref (nats / response)"),
           ("entropy", "entropy (nats / token)"), ("response_length", "response length (tokens)"),
           ("value_loss", "value loss L_V"), ("explained_variance", "explained variance 1 − Var[R−V]/Var[R]"))
+FIT_POINTS = 60
+"""values of d at which the lab panel's fitted gold curves are evaluated"""
 
 
 class InputError(ValueError):
@@ -51,6 +58,40 @@ def _number(value, name: str, low: float, high: float, integer: bool = False):
 
 def _floats(a) -> list[float]:
     return [round(float(x), 6) for x in backend.to_numpy(a)]
+
+
+def _finite(value):
+    """`value` with every NaN or ±inf float replaced by None: JSON has no NaN (an R² of a flat curve is one)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _fitted_curve(fit: dict | None, d_max: float) -> list[list[float]]:
+    """[d, Δgold] on FIT_POINTS values of d in [0, d_max], from the lab's fitted α and β (`gold_curve`:
+    best-of-n d(α − βd), RL d(α − β log d)); empty when there is no fit."""
+    if fit is None or not d_max > 0:
+        return []
+    d = np.linspace(0.0, d_max, FIT_POINTS)
+    return [[float(x), float(y)] for x, y in zip(d, gold_curve(d, fit["alpha"], fit["beta"], fit["form"]))]
+
+
+def _lab_proxy(size: str, info: dict, bon: dict, ppo: dict) -> dict:
+    """One proxy's best-of-n and PPO points, Δgold = gold − gold(d = 0) as the lab fits it, and the fits."""
+    columns = zip(bon["n"], bon["kl"], bon["d"], bon["gold"], bon["gold_stderr"], bon["proxy"], bon["proxy_stderr"])
+    bon_points = [{"n": n, "kl": kl, "d": d, "gold": g, "gold_stderr": g_se, "delta_gold": g - bon["gold"][0],
+                   "proxy": p, "proxy_stderr": p_se} for n, kl, d, g, g_se, p, p_se in columns]
+    evals = ppo["evals"]
+    ppo_points = [{**e, "delta_gold": e["gold"] - evals[0]["gold"]} for e in evals]
+    return {"size": size, "train_pairs": info.get("train_pairs"), "val_accuracy": info.get("val_accuracy"),
+            "best_of_n": {"points": bon_points, "fit": bon["fit"], "gold_falls": bon["gold_falls"],
+                          "fit_curve": _fitted_curve(bon["fit"], max(bon["d"]))},
+            "ppo": {"points": ppo_points, "fit": ppo["fit"], "gold_falls": ppo["gold_falls"],
+                    "fit_curve": _fitted_curve(ppo["fit"], max(e["d"] for e in evals))}}
 
 
 class Explorer:
@@ -248,6 +289,28 @@ class Explorer:
                   for r in (compare or {}).get("rows", [])]
         return {"metrics": [{"key": k, "label": label} for k, label in CURVES], "runs": runs,
                 "reward_vs_kl": points}
+
+    def lab(self) -> dict:
+        """The over-optimisation lab's results when it has run in this folder (its summary.json, every
+        number from `minirl.rl.overoptimization`): per proxy, best-of-n and PPO gold and proxy against
+        d = √KL with standard errors, the fitted Δgold curves, α, β, R², the verdicts, and the samples
+        PPO wrote at each evaluation; `samples_at` picks three (first, middle, last of the largest proxy).
+        Without the file: the command that makes it."""
+        command = f"python -m minirl.examples.overoptimization --out {shlex.quote(str(self.run.path))}"
+        try:
+            summary = self.run.lab_summary()
+            if summary is None:
+                return {"available": False, "command": command}
+            proxies = [_lab_proxy(size, info, summary["best_of_n"][size], summary["ppo"][size])
+                       for size, info in summary["proxies"].items()]
+            lines = verdicts(summary)
+            last = len(proxies[-1]["ppo"]["points"]) - 1
+        except (ValueError, KeyError, TypeError, IndexError) as e:
+            raise InputError(f"{self.run.path / 'overoptimization' / 'summary.json'} cannot be read "
+                             f"({type(e).__name__}: {e}); rerun `{command}` to rewrite it.") from None
+        return _finite({"available": True, "command": command, "kl_coef": summary["lab"]["kl_coef"],
+                        "proxies": proxies, "verdicts": lines,
+                        "samples_at": {"size": proxies[-1]["size"], "points": sorted({0, last // 2, last})}})
 
     def reward_model(self, text) -> dict:
         """R(x, y) of `text` under the run's learned reward model, and its health report

@@ -152,3 +152,9 @@ class RunFolder:
             return json.loads(path.read_text())
         except ValueError:
             return None
+
+    def lab_summary(self) -> dict | None:
+        """overoptimization/summary.json when `python -m minirl.examples.overoptimization` has run here,
+        else None. A file that is not JSON raises ValueError."""
+        path = self.path / "overoptimization" / "summary.json"
+        return json.loads(path.read_text()) if path.is_file() else None

@@ -43,6 +43,7 @@ for (const tab of document.querySelectorAll(".tab")) {
     document.querySelectorAll(".tab").forEach((t) => t.classList.toggle("active", t === tab));
     document.querySelectorAll(".panel").forEach((p) => p.classList.toggle("active", p.id === `panel-${tab.dataset.panel}`));
     if (tab.dataset.panel === "curves" && !$("charts").hasChildNodes()) loadCurves();
+    if (tab.dataset.panel === "lab" && !lab) loadLab();
   });
 }
 
@@ -171,28 +172,46 @@ $("ppo-form").addEventListener("submit", async (event) => {
 });
 
 // ---- Curves ----
+// An SVG line chart. Each series has points [[x, y], …] and a color; optionally err (± per point, drawn as
+// bars), dots (clickable markers instead of a line), dash, label(i) (a point's tooltip), key(i) (its data-key)
+// and pick(i) (called when point i is clicked).
 function lineChart(title, series, xLabel) {
   const W = 420, H = 220, L = 52, R = 10, T = 10, B = 30;
-  const pts = series.flatMap((s) => s.points);
+  const err = (s, i) => (s.err && s.err[i]) || 0;
+  const pts = series.flatMap((s) => s.points.flatMap((p, i) => [[p[0], p[1] - err(s, i)], [p[0], p[1] + err(s, i)]]));
   const box = el("div", {class: "chart"}, el("h4", {text: title}));
   if (!pts.length) { box.append(el("p", {class: "note", text: "not logged by these runs"})); return box; }
   const xs = pts.map((p) => p[0]), ys = pts.map((p) => p[1]);
   let [x0, x1, y0, y1] = [Math.min(...xs), Math.max(...xs), Math.min(...ys), Math.max(...ys)];
   if (x1 === x0) x1 = x0 + 1; if (y1 === y0) { y0 -= 1; y1 += 1; }
   const px = (x) => L + (x - x0) / (x1 - x0) * (W - L - R), py = (y) => H - B - (y - y0) / (y1 - y0) * (H - T - B);
+  const tick = (v) => (Number.isInteger(v) ? String(v) : v.toPrecision(3));
   const ns = "http://www.w3.org/2000/svg";
   const svg = document.createElementNS(ns, "svg");
   svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
-  const add = (tag, attrs, text) => { const n = document.createElementNS(ns, tag);
-    for (const [k, v] of Object.entries(attrs)) n.setAttribute(k, v); if (text !== undefined) n.textContent = text; svg.append(n); };
+  const add = (tag, attrs, text, parent = svg) => { const n = document.createElementNS(ns, tag);
+    for (const [k, v] of Object.entries(attrs)) n.setAttribute(k, v); if (text !== undefined) n.textContent = text;
+    parent.append(n); return n; };
   add("rect", {x: L, y: T, width: W - L - R, height: H - T - B, fill: "none", stroke: "#d9dde5"});
+  if (y0 < 0 && y1 > 0) add("line", {x1: L, x2: W - R, y1: py(0), y2: py(0), stroke: "#b7bcc6", "stroke-dasharray": "2 3"});
   for (const [v, y] of [[y0, H - B], [y1, T + 9]]) add("text", {x: L - 4, y, "text-anchor": "end"}, v.toPrecision(3));
-  add("text", {x: L, y: H - 12}, x0); add("text", {x: W - R, y: H - 12, "text-anchor": "end"}, x1);
-  add("text", {x: (L + W) / 2, y: H - 2, "text-anchor": "middle"}, xLabel);
+  add("text", {x: L, y: H - 12}, tick(x0)); add("text", {x: W - R, y: H - 12, "text-anchor": "end"}, tick(x1));
+  add("text", {x: (L + W) / 2, y: H - 4, "text-anchor": "middle"}, xLabel);
   for (const s of series) {
-    if (s.points.length === 1) add("circle", {cx: px(s.points[0][0]), cy: py(s.points[0][1]), r: 3, fill: s.color});
-    add("polyline", {fill: "none", stroke: s.color, "stroke-width": 2,
-                     points: s.points.map((p) => `${px(p[0])},${py(p[1])}`).join(" ")});
+    if (!s.dots) {
+      if (s.points.length === 1) add("circle", {cx: px(s.points[0][0]), cy: py(s.points[0][1]), r: 3, fill: s.color});
+      add("polyline", {fill: "none", stroke: s.color, "stroke-width": s.dash ? 1.5 : 2, "stroke-dasharray": s.dash || "none",
+                       points: s.points.map((p) => `${px(p[0])},${py(p[1])}`).join(" ")});
+      continue;
+    }
+    s.points.forEach((p, i) => {
+      const [x, lo, hi] = [px(p[0]), py(p[1] - err(s, i)), py(p[1] + err(s, i))];
+      if (err(s, i)) for (const [a, b, c, d] of [[x, lo, x, hi], [x - 3, lo, x + 3, lo], [x - 3, hi, x + 3, hi]])
+        add("line", {x1: a, y1: b, x2: c, y2: d, stroke: s.color, "stroke-width": 1.2});
+      const dot = add("circle", {cx: x, cy: py(p[1]), r: 4, fill: s.color, class: "point", "data-key": s.key ? s.key(i) : ""});
+      if (s.label) add("title", {}, s.label(i), dot);
+      if (s.pick) dot.addEventListener("click", () => s.pick(i));
+    });
   }
   box.append(svg);
   return box;
@@ -246,6 +265,92 @@ $("reward-form").addEventListener("submit", async (event) => {
     el("div", {class: "stat"}, el("b", {text: fmt(h.length_correlation, 3)}), "corr(reward, length): near 0 is healthy")),
     el("p", {class: "note", text: `Health report on ${h.n_texts} held-out texts of the run's corpus.`}), table);
 });
+
+// ---- Goodhart lab ----
+let lab = null;
+const D_LABEL = "d = √KL(π ‖ π_sft)";
+const pm = (x, e) => `${fmt(x, 3)} ± ${fmt(e, 3)}`;
+
+// One PPO evaluation: its numbers and the samples the lab kept (as text, never as HTML).
+function evaluationBlock(size, q) {
+  return el("div", {class: "sample"},
+    el("div", {text: `${size}-pair proxy, iteration ${q.iteration}: KL ${fmt(q.kl, 2)} nats (d ${fmt(q.d, 2)}), ` +
+                     `gold ${pm(q.gold, q.gold_stderr)}, proxy ${fmt(q.proxy, 3)}, length ${fmt(q.length, 1)}, ` +
+                     `distinct-2 ${fmt(q.distinct_2, 2)}`}),
+    el("div", {class: "texts", text: q.samples.join("\n")}));
+}
+
+function showPoint(method, proxy, i) {
+  document.querySelectorAll("#lab-charts .point.picked").forEach((c) => c.classList.remove("picked"));
+  document.querySelectorAll(`#lab-charts .point[data-key="${method}-${proxy.size}-${i}"]`)
+    .forEach((c) => c.classList.add("picked"));
+  const q = proxy[method].points[i];
+  if (method === "ppo") {
+    $("lab-samples-title").textContent = `PPO against the ${proxy.size}-pair proxy, iteration ${q.iteration}`;
+    $("lab-samples").replaceChildren(evaluationBlock(proxy.size, q));
+    return;
+  }
+  $("lab-samples-title").textContent = `Best-of-${q.n} against the ${proxy.size}-pair proxy`;
+  $("lab-samples").replaceChildren(el("div", {class: "sample", text: `KL ${fmt(q.kl, 3)} nats (d ${fmt(q.d, 3)}), ` +
+    `gold ${pm(q.gold, q.gold_stderr)} (Δgold ${fmt(q.delta_gold, 3)}), proxy ${pm(q.proxy, q.proxy_stderr)}`}),
+    el("p", {class: "note", text: "The lab keeps no best-of-n samples (each n is read off a scored pool); click a PPO point to read its samples."}));
+}
+
+function drawLab() {
+  const chosen = new Set([...document.querySelectorAll("#lab-sizes input:checked")].map((b) => b.value));
+  const shown = lab.proxies.map((p, k) => ({p, color: COLORS[k % COLORS.length]})).filter(({p}) => chosen.has(p.size));
+  const chart = (title, method, key, errKey, fitted) => lineChart(title, shown.flatMap(({p, color}) => {
+    const m = p[method];
+    const points = m.points.map((q) => [q.d, q[key]]);
+    const label = (i) => { const q = m.points[i]; return `${p.size}-pair proxy, ` +
+      (method === "ppo" ? `iteration ${q.iteration}` : `n = ${q.n}`) + `\nKL ${fmt(q.kl, 3)}, ${key} ${fmt(q[key], 4)}`; };
+    const dots = {points, color, dots: true, err: errKey ? m.points.map((q) => q[errKey]) : null, label,
+                  key: (i) => `${method}-${p.size}-${i}`, pick: (i) => showPoint(method, p, i)};
+    const line = fitted ? {points: m.fit_curve, color} : {points, color, dash: "4 3"};
+    return line.points.length ? [line, dots] : [dots];
+  }), D_LABEL);
+  $("lab-charts").replaceChildren(
+    chart("best-of-n: Δgold (VADER), fit d(α − βd)", "best_of_n", "delta_gold", "gold_stderr", true),
+    chart("best-of-n: proxy reward model", "best_of_n", "proxy", "proxy_stderr", false),
+    chart("PPO: Δgold (VADER), fit d(α − β log d)", "ppo", "delta_gold", "gold_stderr", true),
+    chart("PPO: proxy reward model", "ppo", "proxy", null, false));
+}
+
+async function loadLab() {
+  const data = await api("lab", {}, "lab-error");
+  if (!data) return;
+  lab = data;
+  if (!data.available) {
+    $("lab-command").textContent = data.command;
+    $("lab-missing").classList.remove("hidden");
+    return;
+  }
+  $("lab-body").classList.remove("hidden");
+  $("lab-sizes").replaceChildren(...data.proxies.map((p, i) => {
+    const box = el("input", {type: "checkbox", value: p.size}); box.checked = true;
+    box.addEventListener("change", drawLab);
+    const label = el("label", {class: "legend"}, box, ` ${p.size}-pair proxy (${p.train_pairs} pairs kept, ` +
+                     `val acc ${fmt(p.val_accuracy, 2)})`);
+    label.style.color = COLORS[i % COLORS.length];
+    return label;
+  }));
+  drawLab();
+  const table = $("lab-fits");
+  table.replaceChildren(el("tr", {}, ...["proxy", "method", "α", "β", "R²", "peak d", "gold fell"].map((h) => el("th", {text: h}))));
+  for (const p of data.proxies) {
+    for (const [method, name] of [["best_of_n", "best-of-n"], ["ppo", "PPO"]]) {
+      const f = p[method].fit;
+      table.append(el("tr", {}, el("td", {class: "token", text: `${p.size} pairs`}), el("td", {class: "token", text: name}),
+        ...(f ? [fmt(f.alpha), fmt(f.beta), fmt(f.r2, 3), f.peak_d === null ? "none" : fmt(f.peak_d, 2)]
+              : ["—", "—", "—", "—"]).map((t) => el("td", {text: t})),
+        el("td", {text: p[method].gold_falls ? "yes" : "no"})));
+    }
+  }
+  $("lab-verdicts").replaceChildren(...data.verdicts.map((v) => el("li", {text: v})));
+  const proxy = data.proxies.find((p) => p.size === data.samples_at.size);
+  $("lab-samples-title").textContent = `Samples of PPO against the ${proxy.size}-pair proxy at three KLs (click a point for others)`;
+  $("lab-samples").replaceChildren(...data.samples_at.points.map((i) => evaluationBlock(proxy.size, proxy.ppo.points[i])));
+}
 
 // ---- start ----
 (async () => {
