@@ -1,7 +1,8 @@
 """The explorer in a real headless Chromium (Debian's chromium + chromium-driver, driven by Selenium).
 
 A person's path: type a prompt, click Generate, read three answers with their numbers, open the
-ledger, step GAE backward, take a PPO step, look at the curves and the reward model. The numbers on
+ledger, step GAE backward, take a PPO step, look at the curves and the reward model; then the
+Goodhart lab panel, first without the lab (the command), then over a lab summary. The numbers on
 the page must be the ones the Python API gives for the same seed. Screenshots go to
 $MINIRL_SCREENSHOTS (default: the test's tmp folder). Without Chromium the test skips, except
 when MINIRL_REQUIRE_BROWSER=1 (set by .ci/run), where a missing browser is a failure.
@@ -17,6 +18,7 @@ import pytest
 from minirl.examples.explore import create_app
 from minirl.examples.explorer import Explorer
 from minirl.examples.run_folder import RunFolder
+from tests.test_explore import write_lab_summary
 
 pytest.importorskip("flask", reason="the explorer needs Flask (pip install -e '.[app]')")
 REQUIRED = os.environ.get("MINIRL_REQUIRE_BROWSER") == "1"
@@ -151,3 +153,49 @@ def test_a_learner_uses_every_panel(page, tmp_path):
     text = find(By.ID, "reward-text").get_attribute("value")
     assert _shown(score.text) == pytest.approx(explorer.reward_model(text)["reward"], abs=6e-5)
     browser.save_screenshot(str(shots / "explore_reward.png"))
+
+
+def test_the_goodhart_lab_panel_draws_every_point_and_shows_samples_on_click(page, tmp_path):
+    from selenium.webdriver.common.by import By
+    browser, url, explorer = page
+    find = browser.find_element
+    browser.get(url)
+    find(By.CSS_SELECTOR, '.tab[data-panel="lab"]').click()
+    command = _wait(browser, "#lab-missing:not(.hidden) #lab-command")[0].text
+    assert command == f"python -m minirl.examples.overoptimization --out {explorer.run.path}"
+    try:
+        summary = write_lab_summary(explorer.run.path)
+        browser.get(url)
+        find(By.CSS_SELECTOR, '.tab[data-panel="lab"]').click()
+        want = explorer.lab()
+        bon = sum(len(p["best_of_n"]["points"]) for p in want["proxies"])
+        ppo = sum(len(p["ppo"]["points"]) for p in want["proxies"])
+        assert len(_wait(browser, "#lab-charts circle.point", 2 * (bon + ppo))) == 2 * (bon + ppo)  # gold and proxy
+        charts = browser.find_elements(By.CSS_SELECTOR, "#lab-charts .chart")
+        assert len(charts) == 4
+        for chart, method in zip(charts[::2], ("best_of_n", "ppo")):  # gold: a fitted curve per proxy, error bars
+            curves = [line.get_attribute("points").split() for line in chart.find_elements(By.CSS_SELECTOR, "polyline")]
+            assert [len(c) for c in curves] == [len(p[method]["fit_curve"]) for p in want["proxies"]]
+            bars = sum(q["gold_stderr"] > 0 for p in want["proxies"] for q in p[method]["points"])
+            assert len(chart.find_elements(By.CSS_SELECTOR, "line.err")) == 3 * bars > 0  # a bar and two caps each
+        rows = [[td.text for td in tr.find_elements(By.TAG_NAME, "td")]
+                for tr in browser.find_elements(By.CSS_SELECTOR, "#lab-fits tr")[1:]]
+        fits = [(p, m) for p in want["proxies"] for m in ("best_of_n", "ppo")]
+        assert len(rows) == len(fits)
+        for cells, (p, method) in zip(rows, fits):
+            fit = p[method]["fit"]
+            assert [_shown(c) for c in cells[2:5]] == pytest.approx([fit["alpha"], fit["beta"], fit["r2"]], abs=6e-4)
+        shown = [b.text for b in browser.find_elements(By.CSS_SELECTOR, "#lab-samples .sample .texts")]
+        assert shown == ["\n".join(summary["ppo"]["240"]["evals"][i]["samples"]) for i in (0, 1, 3)]
+        point = find(By.CSS_SELECTOR, '#lab-charts circle.point[data-key="ppo-60-2"]')
+        point.click()
+        _wait(browser, '#lab-charts circle.point.picked[data-key="ppo-60-2"]')
+        texts = find(By.CSS_SELECTOR, "#lab-samples .sample .texts")
+        assert texts.text == "\n".join(summary["ppo"]["60"]["evals"][2]["samples"])  # the <b> shown as text
+        assert not browser.find_elements(By.CSS_SELECTOR, "#lab-samples b")
+        assert "iteration 8" in find(By.ID, "lab-samples-title").text
+        browser.set_window_size(1400, 2000)  # the whole panel in view, for its screenshot
+        find(By.ID, "panel-lab").screenshot(str(_shots(tmp_path) / "explore_lab.png"))
+        browser.set_window_size(1400, 1000)
+    finally:
+        shutil.rmtree(explorer.run.path / "overoptimization", ignore_errors=True)

@@ -207,7 +207,7 @@ function lineChart(title, series, xLabel) {
     s.points.forEach((p, i) => {
       const [x, lo, hi] = [px(p[0]), py(p[1] - err(s, i)), py(p[1] + err(s, i))];
       if (err(s, i)) for (const [a, b, c, d] of [[x, lo, x, hi], [x - 3, lo, x + 3, lo], [x - 3, hi, x + 3, hi]])
-        add("line", {x1: a, y1: b, x2: c, y2: d, stroke: s.color, "stroke-width": 1.2});
+        add("line", {x1: a, y1: b, x2: c, y2: d, stroke: s.color, "stroke-width": 1.2, class: "err"});
       const dot = add("circle", {cx: x, cy: py(p[1]), r: 4, fill: s.color, class: "point", "data-key": s.key ? s.key(i) : ""});
       if (s.label) add("title", {}, s.label(i), dot);
       if (s.pick) dot.addEventListener("click", () => s.pick(i));
