@@ -177,7 +177,8 @@ def write_lab_summary(folder) -> dict:
         gold_se, proxy_se = gold.std(axis=0, ddof=1) / math.sqrt(2), proxy.std(axis=0, ddof=1) / math.sqrt(2)
         d = np.sqrt(runs[0]["kl"])
         bon[size] = {"n": ns, "kl": runs[0]["kl"], "d": d.tolist(), "gold": gold.mean(0).tolist(),
-                     "gold_stderr": gold_se.tolist(), "proxy": proxy.mean(0).tolist(), "proxy_stderr": proxy_se.tolist(),
+                     "gold_stderr": gold_se.tolist(), "proxy": proxy.mean(0).tolist(),
+                     "proxy_stderr": proxy_se.tolist(),
                      "fit": fit_gold_curve(d, gold.mean(0) - gold.mean(0)[0], "bon"),
                      "gold_falls": gold_falls(gold.mean(0), gold_se)}
         kls = [0.0, 2.0 + k, 6.0 + 2 * k, 12.0 + 3 * k]
@@ -243,7 +244,7 @@ def test_the_lab_panel_sends_a_flat_fit_as_null_and_a_broken_summary_as_one_sent
     path.write_text(json.dumps(lab_summary))
     broken = client.post("/api/lab")
     assert broken.status_code == 400
-    assert broken.get_json()["error"] == (f"{path} cannot be read (KeyError: '240'); rerun "
-                                          f"`python -m minirl.examples.overoptimization --out {tiny_run}` to rewrite it.")
+    command = f"python -m minirl.examples.overoptimization --out {tiny_run}"
+    assert broken.get_json()["error"] == f"{path} cannot be read (KeyError: '240'); rerun `{command}` to rewrite it."
     path.write_text("{not json")
     assert "cannot be read (JSONDecodeError" in client.post("/api/lab").get_json()["error"]
