@@ -230,7 +230,7 @@ def test_the_lab_panel_gives_the_summary_its_fitted_curves_and_verdicts(client, 
             assert curve[0, 0] == 0 and curve[-1, 0] == pytest.approx(d_max) and len(curve) > 20
             np.testing.assert_allclose(curve[:, 1], [form(d, fit["alpha"], fit["beta"]) for d in curve[:, 0]],
                                        rtol=1e-9, atol=1e-12)  # the paper's forms, written out here
-    assert out["verdicts"] == verdicts(lab_summary)
+    assert out["verdicts"] == verdicts(lab_summary) and out["kl_coef"] == 0.0
     assert out["samples_at"] == {"size": "240", "points": [0, 1, 3]}  # first, middle, last evaluation
 
 
@@ -240,11 +240,13 @@ def test_the_lab_panel_sends_a_flat_fit_as_null_and_a_broken_summary_as_one_sent
     path.write_text(json.dumps(lab_summary))
     answer = client.post("/api/lab")
     assert b"NaN" not in answer.data and answer.get_json()["proxies"][0]["ppo"]["fit"]["r2"] is None
-    del lab_summary["ppo"]["240"]
-    path.write_text(json.dumps(lab_summary))
-    broken = client.post("/api/lab")
-    assert broken.status_code == 400
     command = f"python -m minirl.examples.overoptimization --out {tiny_run}"
-    assert broken.get_json()["error"] == f"{path} cannot be read (KeyError: '240'); rerun `{command}` to rewrite it."
+    for missing, broken in (("'240'", {**lab_summary, "ppo": {"60": lab_summary["ppo"]["60"]}}),
+                            ("'lab'", {k: v for k, v in lab_summary.items() if k != "lab"})):
+        path.write_text(json.dumps(broken))
+        answer = client.post("/api/lab")
+        assert answer.status_code == 400
+        assert answer.get_json()["error"] == (f"{path} cannot be read (KeyError: {missing}); "
+                                              f"rerun `{command}` to rewrite it.")
     path.write_text("{not json")
     assert "cannot be read (JSONDecodeError" in client.post("/api/lab").get_json()["error"]

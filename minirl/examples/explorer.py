@@ -304,11 +304,11 @@ class Explorer:
             proxies = [_lab_proxy(size, info, summary["best_of_n"][size], summary["ppo"][size])
                        for size, info in summary["proxies"].items()]
             lines = verdicts(summary)
-            last = len(proxies[-1]["ppo"]["points"]) - 1
+            last, kl_coef = len(proxies[-1]["ppo"]["points"]) - 1, summary["lab"]["kl_coef"]
         except (ValueError, KeyError, TypeError, IndexError) as e:
             raise InputError(f"{self.run.path / 'overoptimization' / 'summary.json'} cannot be read "
                              f"({type(e).__name__}: {e}); rerun `{command}` to rewrite it.") from None
-        return _finite({"available": True, "command": command, "kl_coef": summary["lab"]["kl_coef"],
+        return _finite({"available": True, "command": command, "kl_coef": kl_coef,
                         "proxies": proxies, "verdicts": lines,
                         "samples_at": {"size": proxies[-1]["size"], "points": sorted({0, last // 2, last})}})
 

@@ -312,8 +312,8 @@ function drawLab() {
   $("lab-charts").replaceChildren(
     chart("best-of-n: Δgold (VADER), fit d(α − βd)", "best_of_n", "delta_gold", "gold_stderr", true),
     chart("best-of-n: proxy reward model", "best_of_n", "proxy", "proxy_stderr", false),
-    chart("PPO: Δgold (VADER), fit d(α − β log d)", "ppo", "delta_gold", "gold_stderr", true),
-    chart("PPO: proxy reward model", "ppo", "proxy", null, false));
+    chart(`PPO (KL penalty ${lab.kl_coef}): Δgold (VADER), fit d(α − β log d)`, "ppo", "delta_gold", "gold_stderr", true),
+    chart(`PPO (KL penalty ${lab.kl_coef}): proxy reward model`, "ppo", "proxy", null, false));
 }
 
 async function loadLab() {
