@@ -71,7 +71,8 @@ def parse_settings(argv) -> SummarizeSettings:
                                      usage="python -m minirl.examples.summarize (--quick | --model DIR --sft-data FILE "
                                            "--comparisons FILE) [--out DIR] [--seed N] [flags of each stage, below]")
     parser.add_argument("--quick", action="store_true",
-                        help="a tiny random GPT-2 and generated TL;DR files (no downloads; about a minute on 2 CPU cores)")
+                        help="a tiny random GPT-2 and generated TL;DR files (no downloads; about a minute on 2 CPU "
+                             "cores)")
     for name, prefix in SECTIONS:
         add_dataclass_args(parser, type(getattr(defaults, name)), prefix, defaults=getattr(defaults, name),
                            skip=SKIPPED.get(name, ()), title=GROUPS[name][0], description=GROUPS[name][1])
