@@ -195,10 +195,24 @@ class GPT(nn.Module):
         return self.lm_logits(self.hidden_states(idx, key_mask, positions, cache))
 
     def loss(self, idx, targets, mask=None) -> Tensor:
-        """Mean next-token NLL over counted tokens (MATH.md §1)."""
-        return F.cross_entropy(self(idx), targets, mask=mask)
+        """Mean next-token NLL over counted tokens (MATH.md §1).
 
-    def logprobs(self, tokens, attention_mask=None, temperature: float = 1.0, with_entropy: bool = False):
+        With a mask, the (B, T, V) logits are computed only from the first column any row
+        counts: an SFT row's prompt (a TL;DR post is ~90% of it) is read but never scored,
+        and the vocabulary projection is most of a step's work. The loss is the same."""
+        start = 0
+        if mask is not None:
+            m = backend.to_backend(mask.data if isinstance(mask, Tensor) else mask)
+            counted = backend.to_numpy(m.reshape(-1, m.shape[-1]).any(axis=0))
+            start = int(counted.argmax()) if counted.any() else 0
+        if start == 0:
+            return F.cross_entropy(self(idx), targets, mask=mask)
+        hidden = self.hidden_states(idx)[:, start:]  # (B, T, C) -> (B, T - start, C)
+        targets = targets.data if isinstance(targets, Tensor) else targets
+        return F.cross_entropy(self.lm_logits(hidden), targets[:, start:], mask=m[:, start:])
+
+    def logprobs(self, tokens, attention_mask=None, temperature: float = 1.0, with_entropy: bool = False,
+                 start: int = 1):
         """``out[b, t] = log π(tokens[b, t] | tokens[b, <t])`` at temperature τ, in one forward pass.
 
         (B, T) -> (B, T); column 0 has no context and is 0. Differentiable: this is
@@ -206,6 +220,9 @@ class GPT(nn.Module):
         log-probs of the distribution the tokens were drawn from (MATH.md §3).
         With `with_entropy`, also returns the entropy ``−Σ_v π(v|s_t) log π(v|s_t)`` of
         the distribution each token was drawn from, on the same (B, T) grid.
+        Only columns ``t ≥ start`` are computed, the others are 0: pass a rollout's
+        prompt length, and the vocabulary projection skips the prompt (every column is
+        still read as context).
         """
         xp = backend.xp()
         tokens = self._check_ids(tokens, 0)
@@ -214,19 +231,22 @@ class GPT(nn.Module):
         mask = xp.ones(tokens.shape, dtype=bool) if attention_mask is None else xp.asarray(attention_mask).astype(bool)
         if mask.shape != tokens.shape:
             raise ValueError(f"attention_mask has shape {mask.shape}, tokens {tokens.shape}; they must match.")
-        first = Tensor(xp.zeros((tokens.shape[0], 1), dtype=backend.default_dtype()))
-        if tokens.shape[1] == 1:  # a lone token has no context to be predicted from
+        B, T = tokens.shape
+        start = min(max(int(start), 1), T)
+        first = Tensor(xp.zeros((B, start), dtype=backend.default_dtype()))
+        if start == T:  # nothing to predict: a lone token, or a window past the end
             return (first, first) if with_entropy else first
         positions = positions_from_mask(mask[:, :-1])
-        logits = self(tokens[:, :-1], key_mask=mask[:, :-1], positions=positions)  # (B, T-1, V)
+        hidden = self.hidden_states(tokens[:, :-1], key_mask=mask[:, :-1], positions=positions)  # (B, T-1, C)
+        logits = self.lm_logits(hidden[:, start - 1:] if start > 1 else hidden)  # (B, T-start, V)
         if temperature != 1.0:
             logits = logits / temperature  # the same expression as sampling uses, to the last bit
-        logp = -F.cross_entropy(logits, tokens[:, 1:], reduction="none")  # (B, T-1)
+        logp = -F.cross_entropy(logits, tokens[:, start:], reduction="none")  # (B, T-start)
         logp = concatenate([first.astype(logp.dtype), logp], axis=1)
         if not with_entropy:
             return logp
-        log_dist = F.log_softmax(logits)  # (B, T-1, V)
-        ent = -(log_dist.exp() * log_dist).sum(axis=-1)  # (B, T-1)
+        log_dist = F.log_softmax(logits)  # (B, T-start, V)
+        ent = -(log_dist.exp() * log_dist).sum(axis=-1)  # (B, T-start)
         return logp, concatenate([first.astype(ent.dtype), ent], axis=1)
 
     def num_parameters(self, exclude_embeddings: bool = False) -> int:

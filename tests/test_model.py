@@ -242,3 +242,43 @@ def test_logprobs_of_a_single_token_and_empty_inputs():
         model(np.zeros((1, 0), dtype=int))
     with pytest.raises(TypeError, match="must be integers"):
         model(np.zeros((1, 2)))
+
+
+def test_masked_loss_skips_unscored_columns_and_is_the_same_loss(backend_name):
+    """GPT.loss computes logits only from the first column any row counts (an SFT prompt is read,
+    never scored): the value and the gradient are those of the full masked cross-entropy."""
+    from minirl import functional as F
+
+    backend.set_default_dtype(np.float64)
+    model = tiny_gpt()
+    rng = np.random.default_rng(0)
+    x, y = rng.integers(0, 23, (3, 10)), rng.integers(0, 23, (3, 10))
+    mask = np.zeros((3, 10), dtype=bool)
+    mask[0, 6:9], mask[1, 4:10], mask[2, 7:8] = True, True, True  # the first counted column is 4
+    loss = model.loss(x, y, mask)
+    loss.backward()
+    windowed = {name: backend.to_numpy(p.grad) for name, p in model.named_parameters()}
+    model.zero_grad()
+    full = F.cross_entropy(model(x), y, mask=mask)
+    full.backward()
+    assert loss.item() == pytest.approx(full.item(), rel=1e-12)
+    for name, p in model.named_parameters():
+        np.testing.assert_allclose(windowed[name], backend.to_numpy(p.grad), rtol=1e-9, atol=1e-12, err_msg=name)
+    scrambled = y.copy()
+    scrambled[:, :4] = (scrambled[:, :4] + 1) % 23  # targets no row counts
+    assert model.loss(x, scrambled, mask).item() == loss.item()
+
+
+def test_logprobs_from_a_start_column_equal_the_full_ones_there(backend_name):
+    backend.set_default_dtype(np.float64)
+    model = tiny_gpt()
+    tokens = np.random.default_rng(1).integers(0, 23, (2, 9))
+    attention = np.ones((2, 9), dtype=bool)
+    attention[1, :3] = False  # left padding, as a rollout's grid has
+    full, full_ent = model.logprobs(tokens, attention, temperature=0.7, with_entropy=True)
+    part, part_ent = model.logprobs(tokens, attention, temperature=0.7, with_entropy=True, start=5)
+    for a, b in ((full, part), (full_ent, part_ent)):
+        a, b = backend.to_numpy(a.data), backend.to_numpy(b.data)
+        assert b.shape == (2, 9) and np.all(b[:, :5] == 0)
+        np.testing.assert_allclose(b[:, 5:], a[:, 5:], rtol=1e-12)
+    assert np.all(backend.to_numpy(model.logprobs(tokens, start=9).data) == 0)  # nothing left to predict

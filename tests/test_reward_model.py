@@ -298,3 +298,61 @@ def test_reward_model_as_a_reward_function():
     np.testing.assert_allclose(rewards, expected)
     with pytest.raises(ValueError, match="use the tokenizer it was trained with"):
         reward_fn_from_model(ScalarHeadModel(GPTConfig(vocab_size=999, block_size=8, n_layer=1, n_head=1, n_embd=8)), tok)
+
+
+def test_a_token_reward_scores_the_sampled_prompt_and_response_ids(backend_name):
+    """`TokenRewardModel` reads x ‖ y on the rollout's left-padded grid exactly as the unpadded
+    sequence scores, so a reward model that sees the post gives the same summary different
+    rewards under different posts, where a text reward cannot tell them apart."""
+    from minirl.rl.reward_model import TokenRewardModel
+    from minirl.rl.rewards import TokenReward, sequence_scores
+
+    backend.set_default_dtype(np.float64)
+    model = tiny_rm()
+    reward = TokenRewardModel(model, batch_size=1)
+    assert isinstance(reward, TokenReward) and not isinstance(reward_fn_from_model, TokenReward)
+    response = [7, 8, 22]  # the same summary, EOT (22) included, after two different posts
+    seqs = [[1, 2, 3] + response, [4, 5] + response]
+    tokens, mask = pad_left(seqs)
+    got = sequence_scores(reward, backend.to_backend(tokens), backend.to_backend(mask.astype(bool)), ["", ""])
+    np.testing.assert_allclose(got, score(model, seqs), rtol=1e-9)
+    np.testing.assert_allclose(got, [manual_reward(model, s) for s in seqs], rtol=1e-9)
+    assert abs(got[0] - got[1]) > 1e-3  # the post changes the score
+    with pytest.raises(ValueError, match="TokenRewardModel returned 2 scores for 3 responses"):
+        sequence_scores(reward, tokens, mask.astype(bool), ["", "", ""])
+
+
+def test_collect_rollout_hands_a_token_reward_the_sampled_grid():
+    from minirl.rl.rollout import collect_rollout
+
+    class FirstPromptToken:
+        """R = the first real token of the row: a reward that can only be computed from the prompt."""
+        def score_tokens(self, tokens, attention_mask):
+            tokens, mask = backend.to_numpy(tokens), backend.to_numpy(attention_mask)
+            self.seen = tokens, mask
+            return [float(row[m][0]) for row, m in zip(tokens, mask)]
+
+    policy = GPT(GPTConfig(**TINY))
+    reward = FirstPromptToken()
+    r = collect_rollout(policy, [[3, 4, 5], [9]], reward, ref_model=policy, decode=str, eot_id=22,
+                        max_new_tokens=4, kl_coef=0.0, rng=backend.rng(0))
+    assert backend.to_numpy(r.scores).tolist() == [3.0, 9.0]  # the same response text could never tell these apart
+    tokens, mask = reward.seen
+    np.testing.assert_array_equal(tokens, backend.to_numpy(r.tokens))
+    np.testing.assert_array_equal(mask, backend.to_numpy(r.attention_mask))  # prompt ‖ response, EOT included
+    assert mask[1, :r.prompt_length].tolist() == [False, False, True]  # left padding is not read
+
+
+def test_centring_shifts_every_reward_by_the_mean(backend_name):
+    from minirl.rl.reward_model import center_rewards
+
+    backend.set_default_dtype(np.float64)
+    model = tiny_rm()
+    before = score(model, SEQS)
+    mean = center_rewards(model, SEQS[:2])
+    assert mean == pytest.approx(before[:2].mean())
+    after = score(model, SEQS)
+    assert after[:2].mean() == pytest.approx(0.0, abs=1e-12)
+    np.testing.assert_allclose(after, before - mean, rtol=1e-9)  # differences, hence preferences, unchanged
+    with pytest.raises(ValueError, match="at least one sequence"):
+        center_rewards(model, [])

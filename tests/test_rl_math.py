@@ -231,6 +231,18 @@ def test_token_rewards_put_the_score_on_the_last_response_token(backend_name, on
     assert backend.to_numpy(last_token_index(backend.to_backend(mask))).tolist() == [3, 2, -1]
 
 
+
+def test_a_missing_eot_can_replace_the_score(backend_name):
+    """The TL;DR seed's rule: R' = R if the response ended with EOT, else missing_eos_reward (not R + it)."""
+    mask = np.array([[1, 1, 0], [1, 1, 1]], dtype=bool)
+    logp = np.log(np.full((2, 3), 0.5))
+    ended = np.array([True, False])
+    rewards, _ = token_rewards(np.array([3.0, 7.0]), logp, logp, mask, kl_coef=0.1, ended=ended,
+                               missing_eos_reward=-1.0)
+    np.testing.assert_allclose(backend.to_numpy(rewards), [[0, 3.0, 0], [0, 0, -1.0]])  # KL 0: π = π_ref
+    added, _ = token_rewards(np.array([3.0, 7.0]), logp, logp, mask, kl_coef=0.1, ended=ended, missing_eos_penalty=-1.0)
+    assert backend.to_numpy(added)[1, 2] == 6.0  # the additive penalty is kept as it was
+
 def test_reward_function_output_is_checked():
     assert check_scores([1, 2.5], 2) == [1.0, 2.5]
     with pytest.raises(ValueError, match="returned 1 scores for 2 responses"):

@@ -69,7 +69,7 @@ def test_the_seed_ppo_settings():
     ppo = rl.ppo
     assert (rl.algo, ppo.kl_coef, ppo.clip_eps, ppo.epochs, ppo.gamma, ppo.lam, ppo.vf_coef) == \
         ("ppo", 0.02, 0.2, 2, 1.0, 0.95, 0.1)
-    assert rl.missing_eos_penalty == -1.0
+    assert (rl.missing_eos_reward, rl.missing_eos_penalty) == (-1.0, 0.0)  # R replaced by −1, not R − 1
     with pytest.raises(ValueError, match="max_prompt_tokens"):
         SummarizeData(block_size=64, max_prompt_tokens=64)
     assert np.isclose(1 - ppo.clip_eps, 0.8) and np.isclose(1 + ppo.clip_eps, 1.2)

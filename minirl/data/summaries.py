@@ -74,6 +74,15 @@ def fit_prompt(prompt_ids: list[int], max_prompt_tokens: int, truncate: str, whe
     return prompt_ids[-max_prompt_tokens:]
 
 
+def sft_examples(path: str | Path, tokenizer, max_prompt_tokens: int, truncate: str = "left") -> list[SFTExample]:
+    """One ``prompt → summary ‖ EOT`` example per line of an SFT file, each prompt fitted by `fit_prompt`."""
+    rows = load_sft_file(path)
+    prompts = tokenizer.encode_batch([p for p, _, _ in rows])
+    summaries = tokenizer.encode_batch([s for _, s, _ in rows], eot=True)
+    return [SFTExample(fit_prompt(p, max_prompt_tokens, truncate, f"{path}, line {line}"), s)
+            for p, s, (_, _, line) in zip(prompts, summaries, rows)]
+
+
 def sft_dataset(path: str | Path, tokenizer, block_size: int, max_prompt_tokens: int,
                 truncate: str = "left") -> SFTDataset:
     """SFT rows of ``prompt ‖ summary ‖ EOT`` with the prompt masked out of the loss (MATH.md §1).
@@ -81,12 +90,7 @@ def sft_dataset(path: str | Path, tokenizer, block_size: int, max_prompt_tokens:
     A summary that runs past the block loses its tail (see `SFTDataset`)."""
     if not 0 < max_prompt_tokens < block_size:
         raise ValueError(f"max_prompt_tokens must be in [1, block_size={block_size}), got {max_prompt_tokens}.")
-    rows = load_sft_file(path)
-    prompts = tokenizer.encode_batch([p for p, _, _ in rows])
-    summaries = tokenizer.encode_batch([s for _, s, _ in rows], eot=True)
-    examples = [SFTExample(fit_prompt(p, max_prompt_tokens, truncate, f"{path}, line {line}"), s)
-                for p, s, (_, _, line) in zip(prompts, summaries, rows)]
-    return SFTDataset(examples, block_size, pad_id=tokenizer.eot_id)
+    return SFTDataset(sft_examples(path, tokenizer, max_prompt_tokens, truncate), block_size, pad_id=tokenizer.eot_id)
 
 
 def comparison_pairs(path: str | Path, tokenizer, block_size: int, max_prompt_tokens: int,
@@ -105,6 +109,28 @@ def comparison_pairs(path: str | Path, tokenizer, block_size: int, max_prompt_to
         room = block_size - len(x)
         pairs.append(PreferencePair(x, y_w[:room], y_l[:room]))
     return pairs
+
+
+MARKER = "TL;DR:"
+"""where a TL;DR post ends and its summary begins"""
+
+
+def check_marker(sft_path: str | Path, comparisons_path: str | Path) -> None:
+    """Refuse a comparisons file whose summaries start with "TL;DR:" when the SFT file's posts end with it.
+
+    The reward model must read ``x ‖ y`` laid out as the policy writes it: the post, "TL;DR:",
+    then the summary. Comparisons exported as ``prompt`` = the post alone and ``chosen`` =
+    "TL;DR: the summary" put the marker on the other side, so the policy's samples would be
+    scored in a layout the reward model never saw."""
+    posts_end_with_it = any(p.rstrip().endswith(MARKER) for p, _, _ in load_sft_file(sft_path))
+    moved = next((c for c in load_comparisons(comparisons_path)
+                  if not c.prompt.rstrip().endswith(MARKER) and MARKER in (c.chosen.lstrip()[:len(MARKER)],
+                                                                           c.rejected.lstrip()[:len(MARKER)])), None)
+    if posts_end_with_it and moved is not None:
+        raise ValueError(f"{comparisons_path}, line {moved.line}: the summary starts with {MARKER!r}, but the posts "
+                         f"of {sft_path} end with it. Move it into the prompt (prompt + \"\\n{MARKER}\", each summary "
+                         f"without its leading {MARKER!r}; see the README's TL;DR recipe), so the reward model reads "
+                         "the layout the policy writes.")
 
 
 _NAMES = ["my roommate", "my boss", "my sister", "a friend", "my landlord"]

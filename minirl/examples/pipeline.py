@@ -141,7 +141,7 @@ def copy_model(model):
     return twin
 
 
-def _load_weights(model, path):
+def load_weights(model, path):
     restore(load_checkpoint(path), model, restore_rng=False)
     return model
 
@@ -232,7 +232,7 @@ def prepare(cache: StageCache, data: DataConfig, model_cfg: GPTConfig, pretrain_
         return {"val_loss": history[-1].get("val_loss") if history else None,
                 "parameters": pretrained.num_parameters()}
     run_stage(cache, pre_stage, ["ckpt.npz"], records, pretrain, seed=seed * 100 + 1)
-    _load_weights(pretrained, pre_stage.path("ckpt.npz"))
+    load_weights(pretrained, pre_stage.path("ckpt.npz"))
 
     chosen_by = data.positive_label if corpus.labels is not None else f"vader>{data.positive_threshold}"
     sft_stage = cache.stage("sft", {"train": dataclasses.asdict(sft_cfg), "label": chosen_by}, [pre_stage])
@@ -244,7 +244,7 @@ def prepare(cache: StageCache, data: DataConfig, model_cfg: GPTConfig, pretrain_
                            log_path=sft_stage.path("metrics.jsonl"), desc="sft", flag_prefix="--sft-")
         return {"final_loss": history[-1]["loss"] if history else None, "examples": len(positive)}
     run_stage(cache, sft_stage, ["ckpt.npz"], records, fine_tune, seed=seed * 100 + 2)
-    _load_weights(sft, sft_stage.path("ckpt.npz"))
+    load_weights(sft, sft_stage.path("ckpt.npz"))
     sft.eval()
 
     eot = tok.eot_id
@@ -299,7 +299,7 @@ def reward_function(cache: StageCache, base: Base, kind: str, rm_cfg: RewardMode
         history = train_reward_model(model, train_pairs, val_pairs, rm_cfg, checkpoint_path=stage.path("ckpt.npz"))
         return {"val_accuracy": history[-1].get("val_accuracy") if history else None, "pairs": len(train_pairs)}
     run_stage(cache, stage, ["ckpt.npz"], base.records, train, seed=seed * 100 + 3)
-    _load_weights(model, stage.path("ckpt.npz"))
+    load_weights(model, stage.path("ckpt.npz"))
     model.eval()
     return reward_fn_from_model(model, tok), stage
 
@@ -312,22 +312,32 @@ def run_rl(cache: StageCache, base: Base, rl_cfg: RLConfig, reward_fn, reward_st
     stage = cache.stage(label or f"rl_{rl_cfg.algo}", {"rl": rl_cfg.settings(), "reward": reward_kind,
                                                        "prompts": base.prompts[:50], "n_prompts": len(base.prompts),
                                                        "seed": seed}, parents)
-    policy = copy_model(base.sft)
+    return train_policy(cache, stage, base.records, base.sft, base.prompts, base.tokenizer, rl_cfg, reward_fn, seed)
+
+
+def train_policy(cache: StageCache, stage: Stage, records: list, sft: GPT, prompts, tokenizer, rl_cfg: RLConfig,
+                 reward_fn, seed: int, value_init=None) -> tuple[GPT, list[dict], dict]:
+    """The RL stage: train a copy of `sft` (also π_ref) on `prompts` against `reward_fn`, resumable
+    from ``rl.npz``, the policy kept as ``policy.npz``. PPO's value model starts from `value_init`
+    (a GPT or a ScalarHeadModel; the SFT model when None). Returns the policy, its per-iteration
+    metrics and what the stage recorded."""
+    policy = copy_model(sft)
     resumable = rl_cfg.algo != "best_of_n"  # best-of-n rounds are not checkpointed: a killed run starts over
     log = stage.path("metrics.jsonl")
 
     def train():
-        value_model = ScalarHeadModel.from_pretrained(base.sft) if rl_cfg.algo == "ppo" else None
-        history = train_rl(policy, base.sft, base.prompts, reward_fn, tokenizer=base.tokenizer, config=rl_cfg,
+        value_model = ScalarHeadModel.from_pretrained(value_init if value_init is not None else sft) \
+            if rl_cfg.algo == "ppo" else None
+        history = train_rl(policy, sft, prompts, reward_fn, tokenizer=tokenizer, config=rl_cfg,
                            value_model=value_model, log_path=log, checkpoint_interval=5,
                            checkpoint_path=stage.path("rl.npz") if resumable else None)
         logged = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
         last = {**(logged[-1] if logged else {}), **(history[-1] if history else {})}  # a resume may have had nothing left
         save_checkpoint(stage.path("policy.npz"), policy, step=last.get("iteration", last.get("step", 0)))
         return {"iterations": last.get("iteration", last.get("step")), "sampled_tokens": last.get("sampled_tokens")}
-    info = run_stage(cache, stage, ["policy.npz"], base.records, train, seed=seed * 100 + 4,
+    info = run_stage(cache, stage, ["policy.npz"], records, train, seed=seed * 100 + 4,
                      resumable=("rl.npz",) if resumable else ())
-    _load_weights(policy, stage.path("policy.npz"))
+    load_weights(policy, stage.path("policy.npz"))
     policy.eval()
     history = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
     return policy, history, info

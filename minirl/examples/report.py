@@ -8,6 +8,7 @@ The statistics of one model, all on the same prompts and the same sampling seed:
                   the k1 estimate on π's own samples (MATH.md §4): unbiased, per response
     distinct-n    unique n-grams / all n-grams of the samples' words (Li et al., 2016): how
                   varied the text is; a collapsed policy repeats itself and this falls
+    response_length   mean response tokens, EOT included; ended_fraction: the share that emitted EOT
     val_ppl       exp(NLL) on held-out positive tweets (MATH.md §1)
 """
 
@@ -22,6 +23,7 @@ import numpy as np
 
 from minirl import backend
 from minirl import functional as F
+from minirl.rl.rewards import RewardFunction, sequence_scores
 from minirl.rl.sentiment import vader_reward
 from minirl.sampling import generate
 from minirl.tensor import no_grad
@@ -52,23 +54,39 @@ def perplexity(model, data, batch_size: int = 64) -> float:
     return math.exp(total / max(count, 1))
 
 
-def sample_statistics(model, sft_model, prompts: Sequence[Sequence[int]], tokenizer,
-                      reward_fn: Callable[[list[str]], Sequence[float]], max_new_tokens: int, seed: int) -> dict:
-    """Sample once per prompt (temperature 1, the policy's own distribution) and measure the samples."""
+def policy_statistics(model, sft_model, prompts: Sequence[Sequence[int]], tokenizer, reward_fn: RewardFunction,
+                      max_new_tokens: int, seed: int) -> dict:
+    """Sample once per prompt (temperature 1, the policy's own distribution) and measure the samples:
+    mean reward, KL to the SFT model, response length, the fraction that ended with EOT, and the texts.
+
+    The reward is `rewards.sequence_scores`: a text reward reads the decoded responses, a
+    `TokenReward` the sampled prompt ‖ response ids."""
     model.eval()  # no dropout in what is measured
     gen = generate(model, prompts, max_new_tokens, eot_id=tokenizer.eot_id, rng=backend.rng(seed))
     eot = tokenizer.eot_id
-    texts = [tokenizer.decode([t for t in r if t != eot]) for r in gen.responses()]
+    responses = gen.responses()
+    texts = [tokenizer.decode([t for t in r if t != eot]) for r in responses]
     m = gen.response_mask
     with no_grad():
-        logp = model.logprobs(gen.tokens, gen.attention_mask).data  # (B, T)
-        ref_logp = sft_model.logprobs(gen.tokens, gen.attention_mask).data
+        logp = model.logprobs(gen.tokens, gen.attention_mask, start=gen.prompt_length).data  # (B, T)
+        ref_logp = sft_model.logprobs(gen.tokens, gen.attention_mask, start=gen.prompt_length).data
     kl = backend.to_numpy(((logp - ref_logp) * m).sum(axis=1)).astype(np.float64)  # (B,) k1 per response
+    scores = sequence_scores(reward_fn, gen.tokens, gen.attention_mask, texts)
+    return {"reward": float(np.mean(scores)), "kl_to_sft": float(kl.mean()),
+            "response_length": float(backend.to_numpy(m).sum(axis=1).mean()),
+            "ended_fraction": float(np.mean([bool(r) and r[-1] == eot for r in responses])), "texts": texts}
+
+
+def sample_statistics(model, sft_model, prompts: Sequence[Sequence[int]], tokenizer,
+                      reward_fn: Callable[[list[str]], Sequence[float]], max_new_tokens: int, seed: int) -> dict:
+    """`policy_statistics`, and VADER, the fraction positive and distinct-n of the same samples."""
+    stats = policy_statistics(model, sft_model, prompts, tokenizer, reward_fn, max_new_tokens, seed)
+    texts = stats["texts"]
     vader = np.asarray(vader_reward(texts))
-    return {"reward": float(np.mean(reward_fn(texts))), "vader": float(vader.mean()),
-            "fraction_positive": float((vader > POSITIVE).mean()), "kl_to_sft": float(kl.mean()),
+    return {"reward": stats["reward"], "vader": float(vader.mean()),
+            "fraction_positive": float((vader > POSITIVE).mean()), "kl_to_sft": stats["kl_to_sft"],
             "distinct_1": distinct_n(texts, 1), "distinct_2": distinct_n(texts, 2),
-            "response_length": float(backend.to_numpy(m).sum(axis=1).mean()), "texts": texts}
+            "response_length": stats["response_length"], "texts": texts}
 
 
 def side_by_side(left: Sequence[str], right: Sequence[str], titles: tuple[str, str], width: int = 48) -> str:

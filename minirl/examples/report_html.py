@@ -68,13 +68,13 @@ def _stages(summary: dict) -> str:
     return _table(rows, ("stage", "status", "seconds"))
 
 
-def _models(summary: dict) -> str:
+def _models(summary: dict, columns=MODEL_COLUMNS, names: dict | None = None) -> str:
     run = summary.get("config", {}).get("run", {})
-    names = {"pretrained": "pretrained", "sft": "SFT (positive tweets)",
-             "final": f"{run.get('algo', 'RL')} on {run.get('reward', 'reward')}"}
-    rows = [[names.get(name, name)] + [m.get(key, "") for key, _ in MODEL_COLUMNS]
+    names = names or {"pretrained": "pretrained", "sft": "SFT (positive tweets)",
+                      "final": f"{run.get('algo', 'RL')} on {run.get('reward', 'reward')}"}
+    rows = [[names.get(name, name)] + [m.get(key, "") for key, _ in columns]
             for name, m in summary.get("models", {}).items()]
-    return _table(rows, ["model"] + [h for _, h in MODEL_COLUMNS])
+    return _table(rows, ["model"] + [h for _, h in columns])
 
 
 def _samples(samples: dict) -> str:
@@ -100,31 +100,38 @@ def _plots(out: pathlib.Path) -> str:
     return "".join(figures)
 
 
-def render(summary: dict, out) -> str:
-    """The page for a run folder `out` whose summary.json holds `summary`, as one HTML string."""
+def render(summary: dict, out, *, title: str | None = None, columns=MODEL_COLUMNS, names: dict | None = None,
+           note: str | None = None, explorable: bool = True) -> str:
+    """The page for a run folder `out` whose summary.json holds `summary`, as one HTML string.
+
+    happy_gpt's page by default; another command names its own `title`, model-table `columns`
+    ((key, heading) pairs), model `names` and the `note` under that table, and says whether
+    the explorer page (`explorable`) can open its folder."""
     out = pathlib.Path(out)
     run = summary.get("config", {}).get("run", {})
-    title = f"minirl happy_gpt: {run.get('algo', 'RL')} on {run.get('reward', 'reward')}"
+    title = title or f"minirl happy_gpt: {run.get('algo', 'RL')} on {run.get('reward', 'reward')}"
+    note = note or (f"{run.get('eval_samples', '')} samples per model, same prompts and seed; KL in nats per "
+                    "response; val ppl on held-out positive tweets.")
     acceptance = [[key, value] for key, value in summary.get("acceptance", {}).items()]
     explore = f"python -m minirl.examples.explore --out {out}"
     return "\n".join([
         "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
         f"<title>{_e(title)}</title><style>{CSS}</style></head><body>",
         f"<h1>{_e(title)}</h1>",
-        f'<p>To explore this run interactively (generate, the ledger, a PPO step): <code>{_e(explore)}</code></p>',
+        f'<p>To explore this run interactively (generate, the ledger, a PPO step): <code>{_e(explore)}</code></p>'
+        if explorable else "",
         "<h2>Settings</h2>", _settings(summary.get("config", {})),
         "<h2>Stage timings</h2>", _stages(summary),
-        "<h2>Models</h2>", _models(summary),
-        f'<p class="note">{_e(run.get("eval_samples", ""))} samples per model, same prompts and seed; KL in nats '
-        "per response; val ppl on held-out positive tweets.</p>",
+        "<h2>Models</h2>", _models(summary, columns, names),
+        f'<p class="note">{_e(note)}</p>',
         "<h2>Acceptance</h2>", _table(acceptance, ("figure", "value")),
         "<h2>Samples</h2>", _samples(summary.get("samples", {})),
         "<h2>Curves</h2>", _plots(out),
         "</body></html>", ""])
 
 
-def write_report_html(summary: dict, out) -> pathlib.Path:
-    """Write `<out>/report.html` atomically, so a reader never sees half a page."""
+def write_report_html(summary: dict, out, **page) -> pathlib.Path:
+    """Write `<out>/report.html` atomically, so a reader never sees half a page; `page` goes to `render`."""
     path = pathlib.Path(out) / "report.html"
-    write_atomic(path, render(summary, out))
+    write_atomic(path, render(summary, out, **page))
     return path

@@ -16,7 +16,7 @@ import numpy as np
 
 from minirl import backend
 from minirl.data.sft import SFTDataset, SFTExample
-from minirl.rl.rewards import check_scores
+from minirl.rl.rewards import RewardFunction, sequence_scores
 from minirl.train import TrainConfig, train_lm
 from minirl.validation import check_ranges
 
@@ -56,7 +56,7 @@ class BestOfNConfig:
             raise ValueError(f"best-of-n keeps k = {self.k} of n = {self.n} samples per prompt; k must be <= n.")
 
 
-def best_of_n_round(policy, prompts: Sequence[Sequence[int]], reward_fn: Callable[[list[str]], Sequence[float]],
+def best_of_n_round(policy, prompts: Sequence[Sequence[int]], reward_fn: RewardFunction,
                     config: BestOfNConfig, sft: TrainConfig, *, decode: Callable[[list[int]], str], eot_id: int,
                     rng=None) -> dict:
     """One round: sample n per prompt, keep the best k, fine-tune the policy on them."""
@@ -64,7 +64,7 @@ def best_of_n_round(policy, prompts: Sequence[Sequence[int]], reward_fn: Callabl
     gen = policy.generate(repeated, config.max_new_tokens, temperature=config.temperature, eot_id=eot_id, rng=rng)
     responses = gen.responses()
     texts = [decode([t for t in r if t != eot_id]) for r in responses]
-    scores = np.asarray(check_scores(reward_fn(texts), len(texts)))
+    scores = np.asarray(sequence_scores(reward_fn, gen.tokens, gen.attention_mask, texts))
     keep = best_of_n_indices(scores, config.n, config.k)
     examples = [SFTExample(repeated[i], responses[i]) for i in keep if responses[i]]
     data = SFTDataset(examples, policy.config.block_size, pad_id=eot_id)

@@ -136,11 +136,12 @@ def grpo_update(policy, optimizer, rollout: Rollout, config: GRPOConfig, max_len
     advantages = group_advantages(rollout.scores, config.group_size, config.scale_rewards)
     grouped = _groups(rollout.scores, config.group_size)
     with no_grad():  # π_old, scored exactly as the first update will score π_θ
-        old = policy.logprobs(rollout.tokens, rollout.attention_mask, temperature=config.temperature).data
+        old = policy.logprobs(rollout.tokens, rollout.attention_mask, temperature=config.temperature,
+                              start=rollout.prompt_length).data
     history = []
     for _ in range(config.updates_per_batch):
         logprobs, ent = policy.logprobs(rollout.tokens, rollout.attention_mask, temperature=config.temperature,
-                                        with_entropy=True)
+                                        with_entropy=True, start=rollout.prompt_length)
         loss, stats = grpo_loss(logprobs, old, rollout.ref_logprobs, advantages, rollout.response_mask,
                                 beta=config.beta, clip_eps=config.clip_eps, clip_eps_high=config.clip_eps_high,
                                 loss_type=config.loss_type, max_len=max_len)

@@ -65,7 +65,8 @@ def reinforce_update(policy, optimizer, rollout: Rollout, config: PGConfig,
     advantages = advantages * mask
     if config.whiten_advantages:
         advantages = whiten(advantages, mask)
-    logprobs = policy.logprobs(rollout.tokens, rollout.attention_mask, temperature=config.temperature)
+    logprobs = policy.logprobs(rollout.tokens, rollout.attention_mask, temperature=config.temperature,
+                               start=rollout.prompt_length)
     loss, stats = pg_loss(logprobs, advantages, mask)
     if config.baseline == "value":
         values = state_values(value_model, rollout.tokens, rollout.attention_mask)

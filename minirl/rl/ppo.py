@@ -90,6 +90,7 @@ def ppo_update(policy, optimizer, rollout: Rollout, config: PPOConfig, value_mod
     rng = rng if rng is not None else backend.host_rng()
     advantages, returns = advantages_and_returns(rollout, config)
     B = rollout.tokens.shape[0]
+    P = rollout.prompt_length  # log-probs from the first response column: the prompt is context only
     orders = [rng.permutation(B) for _ in range(config.epochs)]
 
     def minibatches(order):
@@ -102,13 +103,14 @@ def ppo_update(policy, optimizer, rollout: Rollout, config: PPOConfig, value_mod
     with no_grad():
         for idx in minibatches(orders[0]):
             old_logprobs[idx] = policy.logprobs(rollout.tokens[idx], rollout.attention_mask[idx],
-                                                temperature=config.temperature).data
+                                                temperature=config.temperature, start=P).data
     history: list[dict] = []
     stopped_early = False
     for epoch, order in enumerate(orders):
         for idx in minibatches(order):
             tokens, attention, mask = rollout.tokens[idx], rollout.attention_mask[idx], rollout.response_mask[idx]
-            logprobs, ent = policy.logprobs(tokens, attention, temperature=config.temperature, with_entropy=True)
+            logprobs, ent = policy.logprobs(tokens, attention, temperature=config.temperature, with_entropy=True,
+                                            start=P)
             loss, stats = ppo_policy_loss(logprobs, old_logprobs[idx], advantages[idx], mask, config.clip_eps)
             entropy = masked_mean(ent, mask)
             stats["entropy"] = entropy.item()

@@ -8,6 +8,11 @@ Both start from a pretrained or SFT GPT's weights, the lm_head replaced by a
     L = mean[−log σ(r_φ(x, y_w) − r_φ(x, y_l) − margin)] + c·mean[(r_w + r_l)²]
 
 (Bradley & Terry 1952; Ouyang et al. 2022), the loss in `minirl.rl.losses`.
+
+In RL a trained reward model is used one of two ways: `reward_fn_from_model` makes it a
+text reward (it reads the decoded response alone), and `TokenRewardModel` a
+`rewards.TokenReward` (it reads the sampled prompt ‖ response ids, the post included).
+`center_rewards` shifts its offset so a chosen set of sequences averages 0.
 """
 
 from __future__ import annotations
@@ -237,3 +242,49 @@ def reward_fn_from_model(model: ScalarHeadModel, tokenizer, batch_size: int = 64
         seqs = [[eot] + ids + [eot] for ids in tokenizer.encode_batch(list(texts))]
         return score(model, seqs, batch_size=batch_size, pad_id=eot).tolist()
     return reward_model
+
+
+class TokenRewardModel:
+    """A reward model as a `rewards.TokenReward`: ``R(x, y) = r_φ(x ‖ y)`` on the rollout's own grid.
+
+    It reads the prompt and the response together, the ids exactly as the policy sampled
+    them (EOT included): the rollout's left padding is skipped by the mask and by
+    positions that start at the first real token (`ScalarHeadModel.forward`), so a row
+    scores as the unpadded sequence ``x ‖ y`` would. Eval mode, no_grad, `batch_size`
+    rows per forward pass.
+    """
+
+    def __init__(self, model: ScalarHeadModel, batch_size: int = 64):
+        self.model = model
+        self.batch_size = batch_size
+
+    def score_tokens(self, tokens, attention_mask) -> np.ndarray:
+        """(B, T) ids and mask -> (B,) rewards, float64 on the host."""
+        was_training = self.model.training
+        self.model.eval()
+        out = []
+        with no_grad():
+            for i in range(0, tokens.shape[0], self.batch_size):
+                rows = slice(i, i + self.batch_size)
+                out.append(backend.to_numpy(self.model(tokens[rows], attention_mask[rows]).data).astype(np.float64))
+        self.model.train(was_training)
+        return np.concatenate(out)
+
+
+def center_rewards(model: ScalarHeadModel, seqs: Sequence[Sequence[int]], batch_size: int = 64,
+                   pad_id: int = 0) -> float:
+    """Shift the head's bias so the mean reward over `seqs` is 0; returns the mean it had.
+
+    ``b ← b − (1/N) Σ_i r_φ(s_i)``. Every reward moves by the same constant, so every
+    preference, and the Bradley–Terry loss (which sees only differences), is unchanged;
+    what changes is where 0 sits. Centred on human reference summaries, R > 0 reads
+    "better than a typical reference", a fixed reward such as −1 for a summary without
+    EOT is on that scale, and a value model initialised from this model starts near the
+    returns it must predict. Stiennon et al. (2020) normalise their TL;DR reward model the
+    same way: after training, the dataset's reference summaries average a score of 0.
+    """
+    if len(seqs) == 0:
+        raise ValueError("center_rewards needs at least one sequence to average over.")
+    mean = float(score(model, seqs, batch_size, pad_id).mean())
+    model.head.bias.data -= backend.xp().asarray(mean, dtype=model.head.bias.data.dtype)
+    return mean

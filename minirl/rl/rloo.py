@@ -61,7 +61,8 @@ def rloo_update(policy, optimizer, rollout: Rollout, config: RLOOConfig) -> dict
     mask = rollout.response_mask
     returns = rollout.rewards.sum(axis=1)  # R'_i = R_i − β Σ_t k(t): the rollout's per-token rewards, summed
     advantages = leave_one_out_advantages(returns, config.k)  # (B,)
-    logprobs = policy.logprobs(rollout.tokens, rollout.attention_mask, temperature=config.temperature)
+    logprobs = policy.logprobs(rollout.tokens, rollout.attention_mask, temperature=config.temperature,
+                               start=rollout.prompt_length)
     loss, stats = pg_loss(logprobs, advantages[:, None] * mask, mask)
     check_finite(loss, "RLOO")
     stats["grad_norm"] = optim.minimize_step(optimizer, loss, config.max_grad_norm)

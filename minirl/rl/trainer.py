@@ -16,7 +16,7 @@ import json
 import pathlib
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -32,6 +32,7 @@ from minirl.rl.pg import PGConfig, reinforce_update
 from minirl.rl.ppo import PPOConfig, ppo_update
 from minirl.rl.rlaif import label_pairs_with_judge, score_judge
 from minirl.rl.rloo import RLOOConfig, rloo_update
+from minirl.rl.rewards import RewardFunction, TokenReward
 from minirl.rl.rollout import collect_rollout
 from minirl.rl.trpo import TRPOConfig, trpo_update
 from minirl.tokenizer import ranks_to_text
@@ -63,6 +64,8 @@ class RLConfig:
     (an equal sampling budget across algorithms); `iterations` stays the cap"""
     missing_eos_penalty: float = 0.0
     """added to R when a response runs out of tokens without EOT (use a negative number)"""
+    missing_eos_reward: float | None = None
+    """if set, R is replaced by this when a response runs out of tokens without EOT (the TL;DR seed's −1)"""
     pg: PGConfig = field(default_factory=PGConfig)
     """REINFORCE settings (β, baseline, ...)"""
     ppo: PPOConfig = field(default_factory=PPOConfig)
@@ -133,7 +136,7 @@ class _PolicyAndValue(nn.Module):
         self.value = value_model
 
 
-def train_rl(policy, ref_model, prompts: Sequence[Sequence[int]], reward_fn: Callable[[list[str]], Sequence[float]],
+def train_rl(policy, ref_model, prompts: Sequence[Sequence[int]], reward_fn: RewardFunction,
              *, tokenizer, config: RLConfig, value_model=None, log_path=None, progress: bool = True,
              rng: np.random.Generator | None = None, checkpoint_path=None, checkpoint_interval: int = 10,
              stop_at: int | None = None) -> list[dict]:
@@ -152,6 +155,9 @@ def train_rl(policy, ref_model, prompts: Sequence[Sequence[int]], reward_fn: Cal
         rng = rng if rng is not None else backend.host_rng()
         return _train_best_of_n(policy, prompts, reward_fn, tokenizer, config, log_path, progress, rng)
     if config.algo == "dpo":
+        if isinstance(reward_fn, TokenReward):
+            raise ValueError("dpo judges pairs of samples with a text reward function, and this reward reads token "
+                             "ids (a TokenReward); use ppo, pg, grpo, rloo, trpo or best_of_n with it.")
         return _train_dpo_from_judge(policy, ref_model, prompts, reward_fn, tokenizer, config, log_path, progress,
                                      checkpoint_path, stop_at)
     algo = config.algo_config
@@ -208,7 +214,8 @@ def train_rl(policy, ref_model, prompts: Sequence[Sequence[int]], reward_fn: Cal
             rollout = collect_rollout(policy, batch, reward_fn, ref_model=ref_model, decode=tokenizer.decode,
                                       eot_id=tokenizer.eot_id, max_new_tokens=config.max_new_tokens,
                                       kl_coef=kl_coef, kl_estimator=algo.kl_estimator, value_model=value_model,
-                                      temperature=algo.temperature, missing_eos_penalty=config.missing_eos_penalty)
+                                      temperature=algo.temperature, missing_eos_penalty=config.missing_eos_penalty,
+                                      missing_eos_reward=config.missing_eos_reward)
             if config.algo == "pg":
                 stats = reinforce_update(policy, opt, rollout, algo, baseline, value_model=value_model)
             elif config.algo == "ppo":
