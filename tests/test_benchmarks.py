@@ -218,3 +218,19 @@ def test_gpu_command_refuses_cleanly_without_a_gpu(tmp_path):
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["device.txt"]  # no stage started
     usage = subprocess.run(["bash", script], capture_output=True, text=True)
     assert usage.returncode == 2 and "usage: bash benchmarks/gpu.sh OUTDIR" in usage.stderr
+
+
+def test_trpo_benchmark_quick_run_times_both_updates(tmp_path, capsys):
+    bench_trpo = load_script("bench_trpo")
+    out = tmp_path / "trpo.json"
+    assert bench_trpo.main(["--quick", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert set(report["seconds"]) == {"trpo", "ppo"} and all(len(s) == 1 for s in report["seconds"].values())
+    assert report["response_tokens"] > 0 and report["trpo_stats"]["kl"] <= 0.01
+    assert "trpo / ppo" in capsys.readouterr().out
+    if not backend.cupy_available():
+        assert bench_trpo.main(["--quick", "--backend", "cupy"]) == 2
+        assert "no GPU" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        bench_trpo.main(["--rounds", "0"])
+    assert "--rounds, --batch and --new-tokens must each be at least 1" in capsys.readouterr().err

@@ -1,4 +1,4 @@
-"""TRPO (MATH.md §4, §12): conjugate gradient, finite-difference Fisher products, the trust
+"""TRPO (MATH.md §4, §12): conjugate gradient, Gauss–Newton Fisher-vector products, the trust
 region, and the closed-form oracle on the one-step bandit GPT of `test_rl_oracle.py`."""
 
 import numpy as np
@@ -8,10 +8,13 @@ from minirl import backend, nn, optim
 from minirl.model import GPT, GPTConfig
 from minirl.rl.reward_model import ScalarHeadModel
 from minirl.rl.rollout import collect_rollout
-from minirl.rl.trpo import (TRPOConfig, backtracking_line_search, conjugate_gradient, fisher_vector_product,
-                            mean_kl, policy_log_dist, trpo_update)
+from minirl.rl.trpo import (TRPOConfig, backtracking_line_search, conjugate_gradient, gauss_newton_fvp,
+                            mean_kl, policy_log_dist, policy_logits, trpo_update)
 from minirl.tensor import no_grad
 from tests.test_rl_oracle import BETA, EOT, REWARD, TV_TOLERANCE, bandit_gpt, distribution
+
+TAU = 0.7  # a sampling temperature ≠ 1, so the 1/τ in J is exercised
+
 
 def bandit_rollout(policy, ref, rng, batch=256):
     return collect_rollout(policy, [[EOT]] * batch, lambda texts: [REWARD[int(t)] if t else REWARD[EOT] for t in texts],
@@ -45,49 +48,46 @@ def test_conjugate_gradient_solves_an_spd_system():
     assert conjugate_gradient(lambda v: A @ v, np.zeros(n))[1] == 0.0
 
 
-def test_finite_difference_fvp_matches_the_exact_fisher_matrix():
+def fvp_at(policy, tokens, attention, mask, temperature, dtype):
+    """`trpo_update`'s Fisher-vector product at the policy's weights cast to `dtype` (float32: rounded)."""
+    params = policy.parameters()
+    for p in params:
+        p.data = p.data.astype(dtype)
+    with backend.dtype_context(dtype):
+        logits = policy_logits(policy, tokens, attention, temperature)
+        fvp = gauss_newton_fvp(logits, lambda: policy_logits(policy, tokens, attention, temperature), params, mask,
+                               (float(np.finfo(dtype).eps) / 100) ** (1 / 3))
+    return lambda v: backend.to_numpy(fvp(backend.xp().asarray(v, dtype=dtype))).astype(np.float64)
+
+
+@pytest.mark.parametrize("temperature", [1.0, TAU])
+def test_gauss_newton_fvp_matches_the_exact_fisher_matrix(temperature):
     """The Hessian of KL̄ at θ_old is ``F = E_{y~π}[∇log π(y) ∇log π(y)ᵀ]``; on the bandit there is one
-    state, so F is built exactly by enumerating the six tokens."""
-    errors = {}
+    state, so F is built exactly by enumerating the six tokens, in float64."""
+    tokens = np.array([[EOT, 0]])
+    policy = bandit_gpt()
+    params = policy.parameters()
+    with backend.dtype_context(np.float64):
+        for p in params:
+            p.data = p.data.astype(np.float64)
+        log_dist = policy_log_dist(policy, tokens, np.ones_like(tokens), temperature)  # (1, 1, 6)
+        pi, rows = np.exp(log_dist.data[0, 0]), []
+        for y in range(6):
+            policy.zero_grad()
+            policy_log_dist(policy, tokens, np.ones_like(tokens), temperature)[0, 0, y].backward()
+            rows.append(np.concatenate([p.grad.reshape(-1) for p in params]))
+    J = np.array(rows)  # (6, N): ∇log π(y)
+    fisher = J.T @ (pi[:, None] * J)  # (N, N)
+    rng, errors = np.random.default_rng(1), {}
+    vectors = [rng.normal(size=fisher.shape[0]) for _ in range(3)] + [J.T @ rng.normal(size=6)]
     for dtype in (np.float64, np.float32):
-        policy = bandit_gpt()
-        params = policy.parameters()
-        with backend.dtype_context(dtype):
-            for p in params:
-                p.data = p.data.astype(dtype)
-            tokens = np.array([[EOT, 0]])
-            log_dist = policy_log_dist(policy, tokens, np.ones_like(tokens))  # (1, 1, 6)
-            pi = np.exp(log_dist.data[0, 0].astype(np.float64))
-            rows = []
-            for y in range(6):
-                policy.zero_grad()
-                policy_log_dist(policy, tokens, np.ones_like(tokens))[0, 0, y].backward()
-                rows.append(np.concatenate([p.grad.reshape(-1) for p in params]))
-            J = np.array(rows, dtype=np.float64)  # (6, N): ∇log π(y)
-            fisher = J.T @ (pi[:, None] * J)  # (N, N)
-            theta, old_log_dist = nn.parameters_to_vector(params), log_dist.data
-
-            def kl_grad(th):
-                nn.vector_to_parameters(th, params)
-                kl, _ = mean_kl(policy_log_dist(policy, tokens, np.ones_like(tokens)), old_log_dist, np.ones((1, 1)))
-                policy.zero_grad()
-                kl.backward()
-                return np.concatenate([p.grad.reshape(-1) for p in params])
-
-            assert np.abs(kl_grad(theta)).max() < 10 * np.finfo(dtype).eps  # ∇KL̄(θ_old) = 0
-            rng, worst = np.random.default_rng(1), 0.0
-            rel_eps = float(np.finfo(dtype).eps) ** (1 / 3)  # trpo_update's default
-            for v in [rng.normal(size=theta.size) for _ in range(3)] + [J.T @ rng.normal(size=6)]:
-                fv = fisher_vector_product(kl_grad, theta, v.astype(dtype), rel_eps)
-                exact = fisher @ v.astype(dtype)
-                worst = max(worst, np.linalg.norm(fv - exact) / np.linalg.norm(exact))
-            errors[dtype.__name__] = worst
-    print("Fv vs exact F·v, worst relative error:", {k: f"{e:.1e}" for k, e in errors.items()})
-    assert errors["float64"] < 1e-6 and errors["float32"] < 3e-2
+        fvp = fvp_at(policy, tokens, np.ones_like(tokens), np.ones((1, 1)), temperature, dtype)
+        errors[dtype.__name__] = max(np.linalg.norm(fvp(v) - fisher @ v) / np.linalg.norm(fisher @ v) for v in vectors)
+    print(f"τ={temperature}: Fv vs exact F·v, worst relative error:", {k: f"{e:.1e}" for k, e in errors.items()})
+    assert errors["float64"] < 1e-7 and errors["float32"] < 5e-4
 
 
 PROMPTS = [[EOT], [EOT, 2], [EOT, 3, 4]] * 8  # three prompt lengths, so the batch is left-padded
-TAU = 0.7
 
 
 def tiny_gpt(seed) -> GPT:
@@ -117,6 +117,51 @@ def prefix_log_dists(model, rollout) -> dict:
             logits = model(prefix[None]).numpy()[0, -1].astype(np.float64) / TAU
             out[b, t] = logits - np.logaddexp.reduce(logits)
     return out
+
+
+def kl_gradient_difference_fvp(policy, tokens, attention, mask, temperature):
+    """The slow reference: ``Fv ≈ (∇KL̄(θ + εv) − ∇KL̄(θ − εv)) / 2ε`` in float64, two forward and two
+    backward passes per product (`trpo_update`'s product before the Gauss–Newton form); it errs ~1e-8."""
+    params, xp = policy.parameters(), backend.xp()
+    for p in params:
+        p.data = p.data.astype(np.float64)
+    theta = nn.parameters_to_vector(params)
+    with backend.dtype_context(np.float64):
+        old_log_dist = policy_log_dist(policy, tokens, attention, temperature).data
+
+    def kl_grad(th):
+        nn.vector_to_parameters(th, params)
+        with backend.dtype_context(np.float64):
+            kl, _ = mean_kl(policy_log_dist(policy, tokens, attention, temperature), old_log_dist, mask)
+            policy.zero_grad()
+            kl.backward()
+        return backend.to_numpy(xp.concatenate([p.grad.reshape(-1) for p in params]))
+
+    def fvp(v):  # v: a host float64 vector
+        eps = float(np.finfo(np.float64).eps) ** (1 / 3) * (1 + float(xp.linalg.norm(theta))) / np.linalg.norm(v)
+        v = xp.asarray(v)
+        return (kl_grad(theta + eps * v) - kl_grad(theta - eps * v)) / (2 * eps)
+    return fvp
+
+
+def test_gauss_newton_fvp_matches_differences_of_kl_gradients_on_a_gpt(backend_name):
+    """Many states, left padding, ragged response masks and τ ≠ 1: the product against the old, slow one."""
+    ref, policy = tiny_gpt(3), tiny_gpt(3)
+    rollout = multi_token_rollout(policy, ref, backend.rng(4))
+    tokens, attention, mask = rollout.tokens, rollout.attention_mask, rollout.response_mask[:, 1:]
+    assert 0 < float(rollout.ended.mean()) < 1
+    start = policy.state_dict()
+    reference = kl_gradient_difference_fvp(policy, tokens, attention, mask, TAU)
+    rng, errors = np.random.default_rng(0), {}
+    vectors = [rng.normal(size=sum(p.size for p in policy.parameters())) for _ in range(3)]
+    exact = [reference(v) for v in vectors]
+    for dtype in (np.float64, np.float32):
+        policy.load_state_dict(start)
+        fvp = fvp_at(policy, tokens, attention, mask, TAU, dtype)
+        errors[dtype.__name__] = max(np.linalg.norm(fvp(v) - e) / np.linalg.norm(e) for v, e in zip(vectors, exact))
+    print("GPT: Gauss–Newton Fv vs differences of ∇KL̄, worst relative error:",
+          {k: f"{e:.1e}" for k, e in errors.items()})
+    assert errors["float64"] < 1e-6 and errors["float32"] < 5e-4
 
 
 def test_accepted_steps_stay_inside_the_trust_region(backend_name):

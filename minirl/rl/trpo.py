@@ -15,17 +15,33 @@ gradient is 0 and its Hessian is the Fisher matrix F) gives the natural-gradient
 4. backtrack ``θ_old + α^k Δθ`` (k = 0, 1, …) until L improves *and* the exact KL̄ ≤ δ;
    if no k is accepted, θ stays θ_old.
 
-Fisher-vector products. minirl has no double backward, so Fv is a central difference
-of KL̄'s gradient, ``Fv ≈ (∇KL̄(θ + εv) − ∇KL̄(θ − εv)) / 2ε``. ∇KL̄(θ_old) = 0, so a
-one-sided ``∇KL̄(θ + εv)/ε`` would also work at half the cost, but its error is O(ε)
-(the third-derivative term); the central one cancels it and errs O(ε²). The step is
-``ε = ε_rel·(1 + ‖θ‖)/‖v‖`` (Nocedal & Wright §8.1): the perturbation is sized relative
-to θ, so it is neither lost in θ's rounding nor large against its scale, whatever ‖v‖
-CG passes. ``ε_rel = eps_mach^(1/3)`` balances O(ε²) truncation against O(eps_mach/ε)
-rounding. On the bandit GPT of the tests that gives Fv within ~1e-8 of the exact Fisher
-product in float64, but only ~1e-2 in float32; so by default the update runs its passes
-in float64. The parameters are cast back afterwards, and each line-search candidate is
-rounded to their dtype before it is checked, so the accepted KL̄ is that of the weights kept.
+Fisher-vector products, in Gauss–Newton form (Martens 2010; Schraudolph 2002). With
+``z_t = f(θ)_t/τ`` the logits at response state t and ``J_t = ∂z_t/∂θ``, KL_t depends on θ only
+through z_t, and ∂KL_t/∂z_t = 0 at θ_old, so the Hessian of KL̄ there has no second-derivative-
+of-the-network term and is exactly
+
+    F = mean_m[J_tᵀ (diag p_t − p_t p_tᵀ) J_t],   p_t = π_old(·|s_t),
+
+the softmax Fisher (diag p − p pᵀ) pulled back through the network. One product is then
+``Jv`` (how the logits move along v), the per-token softmax Fisher, and one backward pass:
+``Fv = Jᵀu`` with ``u_t = (m_t/Σm)·(p_t ⊙ Jv_t − p_t (p_tᵀ Jv_t))``, the gradient of
+``Σ z·sg(u)``. The backward runs through the graph of z(θ_old) kept from the pass that gave
+g, so a product costs one backward and, for Jv, the central difference of the logits
+
+    Jv ≈ (z(θ + εv) − z(θ − εv)) / 2ε,   ε = ε_rel·(1 + ‖θ‖)/‖v‖,
+
+two forward passes without a graph. ε is sized relative to θ (Nocedal & Wright §8.1), so the
+perturbation is neither lost in θ's rounding nor large against its scale, whatever ‖v‖ CG
+passes. The central difference errs c·ε_rel² (truncation) + eps_mach/ε_rel (rounding); the
+logits bend faster along v than ‖θ‖ suggests (c ≈ 50–100, measured on the tests' GPTs and on the
+default card), so ``ε_rel = (eps_mach/100)^(1/3)`` balances the two: 1e-3 in float32, where
+Fv is within ~1e-4 of the exact product (bandit and tests' GPT; Jv ~6e-5 on the card), and
+1.3e-6 in float64 (~1e-9). eps_mach^(1/3) itself errs ~1e-3 in float32; a one-sided
+difference saves a forward pass but errs O(ε), at best ~1e-3 in float32. Differencing only
+the logits is what makes float32 enough (a difference of KL̄'s *gradients* erred ~1e-2), so
+the whole update (passes, CG vectors, line search) runs in the parameters' dtype, float32;
+``float64=True`` casts them for the update and back, each line-search candidate rounded to
+their dtype before it is checked, so the accepted KL̄ is always that of the weights kept.
 
 The damping λ only regularises the solve (Spinning Up's default 0.1); the step is scaled
 with the undamped sᵀFs, so the quadratic model puts the full step on the boundary δ.
@@ -72,9 +88,9 @@ class TRPOConfig:
     backtrack_ratio: float = 0.5
     """α: each retry shrinks the step by this factor"""
     fvp_eps: float | None = None
-    """ε_rel of the finite-difference Fv; None: eps_mach^(1/3) of the working dtype"""
-    float64: bool = True
-    """run the update's passes in float64 (float32 Fv products carry ~1e-2 relative error)"""
+    """ε_rel of Jv's central difference of the logits; None: (eps_mach/100)^(1/3) of the working dtype"""
+    float64: bool = False
+    """run the update's passes in float64 (Fv to ~1e-8 instead of ~1e-4; about twice the time on a CPU)"""
     whiten_advantages: bool = True
     """normalise advantages over the batch's response tokens"""
     temperature: float = 1.0
@@ -140,14 +156,40 @@ def conjugate_gradient(fvp, b, iters: int = 10, residual_tol: float = 1e-10):
     return x, math.sqrt(rr) / b_norm
 
 
-def fisher_vector_product(kl_grad, theta, v, rel_eps: float):
-    """``Fv ≈ (∇KL̄(θ + εv) − ∇KL̄(θ − εv)) / 2ε``, ``ε = rel_eps·(1 + ‖θ‖)/‖v‖``; `kl_grad` maps θ to ∇KL̄(θ)."""
-    xp = backend.get_array_module(v)
-    v_norm = float(xp.linalg.norm(v))
-    if v_norm == 0:
-        return xp.zeros_like(v)
-    eps = rel_eps * (1.0 + float(xp.linalg.norm(theta))) / v_norm
-    return (kl_grad(theta + eps * v) - kl_grad(theta - eps * v)) / (2.0 * eps)
+def gauss_newton_fvp(logits: Tensor, forward, params, mask, rel_eps: float):
+    """``v ↦ Fv = Jᵀ[(m/Σm)·(diag p − p pᵀ)(Jv)]`` at the parameters' current θ (see the module docstring).
+
+    `logits` is z(θ) (B, T, V) with its graph, which every product backpropagates through and keeps;
+    `forward()` is the same forward pass without a graph at whatever `params` hold; `mask` (B, T)
+    marks the tokens KL̄ averages over.
+    """
+    xp = backend.get_array_module(logits.data)
+    probs = F.softmax_probs(logits.data)  # (B, T, V): p_t = π_old(·|s_t)
+    mask = xp.asarray(mask).astype(probs.dtype)
+    weights = (mask / max(float(mask.sum()), 1.0))[..., None]  # (B, T, 1): m_t/Σm, KL̄'s masked mean
+    theta, saved = nn.parameters_to_vector(params), [p.data for p in params]
+    theta_norm = float(xp.linalg.norm(theta))
+
+    def logits_at(theta_moved):
+        nn.vector_to_parameters(theta_moved, params)
+        with no_grad():
+            return forward().data
+
+    def fvp(v):
+        v_norm = float(xp.linalg.norm(v))
+        if v_norm == 0:
+            return xp.zeros_like(v)
+        eps = rel_eps * (1.0 + theta_norm) / v_norm
+        jv = (logits_at(theta + eps * v) - logits_at(theta - eps * v)) / (2.0 * eps)  # (B, T, V): Jv
+        for p, data in zip(params, saved):  # back to θ itself, the point the graph of z was built at
+            p.data = data
+        u = weights * probs * (jv - (probs * jv).sum(axis=-1, keepdims=True))  # (B, T, V): (diag p − p pᵀ)Jv
+        for p in params:
+            p.grad = None
+        logits.backward(u, retain_graph=True)  # Jᵀu: the gradient of Σ z·sg(u)
+        return _flat_grad(params)
+
+    return fvp
 
 
 def backtracking_line_search(evaluate, theta_old, full_step, surrogate_old: float, max_kl: float,
@@ -166,16 +208,19 @@ def backtracking_line_search(evaluate, theta_old, full_step, surrogate_old: floa
                        "backtracks": iters, "accepted": False}
 
 
-def policy_log_dist(policy, tokens, attention_mask, temperature: float = 1.0) -> Tensor:
-    """``log π_θ(·|s_t)`` for every predicted token, from ``logits/τ`` as `GPT.logprobs` does: (B, T) -> (B, T−1, V).
+def policy_logits(policy, tokens, attention_mask, temperature: float = 1.0) -> Tensor:
+    """``z = logits/τ`` for every predicted token, as `GPT.logprobs` takes them: (B, T) -> (B, T−1, V).
 
-    Entry t−1 is the distribution token t was drawn from, so it lines up with ``tokens[:, 1:]``.
+    Entry t−1 scores the token t was drawn from, so it lines up with ``tokens[:, 1:]``.
     """
     mask = backend.xp().asarray(attention_mask).astype(bool)[:, :-1]  # (B, T−1)
     logits = policy(tokens[:, :-1], key_mask=mask, positions=positions_from_mask(mask))  # (B, T−1, V)
-    if temperature != 1.0:
-        logits = logits / temperature
-    return F.log_softmax(logits)
+    return logits / temperature if temperature != 1.0 else logits
+
+
+def policy_log_dist(policy, tokens, attention_mask, temperature: float = 1.0) -> Tensor:
+    """``log π_θ(·|s_t) = log_softmax(z)`` for every predicted token: (B, T) -> (B, T−1, V)."""
+    return F.log_softmax(policy_logits(policy, tokens, attention_mask, temperature))
 
 
 def surrogate_advantage(logprobs: Tensor, old_logprobs, advantages, mask):
@@ -235,18 +280,15 @@ def trpo_update(policy, rollout: Rollout, config: TRPOConfig, value_model=None, 
     actions, mask, adv = tokens[:, 1:, None], rollout.response_mask[:, 1:], advantages[:, 1:]  # (B, T−1[, 1])
     xp, params = backend.xp(), policy.parameters()
     work = np.float64 if config.float64 else params[0].dtype
-    rel_eps = config.fvp_eps or float(np.finfo(work).eps) ** (1 / 3)
+    rel_eps = config.fvp_eps or (float(np.finfo(work).eps) / 100) ** (1 / 3)  # see the module docstring
     param_dtype = np.result_type(*[p.dtype for p in params])
+
+    def logits() -> Tensor:
+        return policy_logits(policy, tokens, attention, config.temperature)  # (B, T−1, V)
 
     def log_dist_at(theta) -> Tensor:
         nn.vector_to_parameters(theta, params)
-        return policy_log_dist(policy, tokens, attention, config.temperature)  # (B, T−1, V)
-
-    def kl_grad(theta):
-        kl, _ = mean_kl(log_dist_at(theta), old_log_dist, mask)
-        policy.zero_grad()
-        kl.backward()
-        return _flat_grad(params)
+        return F.log_softmax(logits())
 
     def evaluate(theta):  # rounded to the parameters' dtype first: the KL̄ checked is that of the weights kept
         theta = theta.astype(param_dtype).astype(work)
@@ -258,18 +300,20 @@ def trpo_update(policy, rollout: Rollout, config: TRPOConfig, value_model=None, 
 
     with _working_dtype(params, work):
         theta_old = nn.parameters_to_vector(params)  # (N,)
-        log_dist = log_dist_at(theta_old)  # (B, T−1, V)
+        z = logits()  # (B, T−1, V), its graph kept for every Fisher-vector product
+        log_dist = F.log_softmax(z)  # (B, T−1, V)
         old_log_dist = log_dist.data
         logprobs = gather(log_dist, actions)[..., 0]  # (B, T−1): log π_θ(a_t|s_t)
         old_logprobs = logprobs.data  # so ρ ≡ 1 exactly at θ_old
         adv = adv.astype(work)
         surrogate, stats = surrogate_advantage(logprobs, old_logprobs, adv, mask)
         policy.zero_grad()
-        surrogate.backward()
+        surrogate.backward(retain_graph=True)
         g = _flat_grad(params)  # (N,)
+        fvp = gauss_newton_fvp(z, logits, params, mask, rel_eps)
 
         def damped_fvp(v):
-            return fisher_vector_product(kl_grad, theta_old, v, rel_eps) + config.cg_damping * v
+            return fvp(v) + config.cg_damping * v
 
         s, cg_residual = conjugate_gradient(damped_fvp, g, config.cg_iters, config.cg_residual_tol)
         shs = float(s @ (damped_fvp(s) - config.cg_damping * s))  # sᵀFs, undamped: the step reaches δ in F's metric
