@@ -115,8 +115,8 @@ class FrontierConfig:
         return sorted(kls)
 
 
-QUICK_FRONTIER = FrontierConfig(pg="0.2,0", ppo="0.2,0", grpo="1,0.03", rloo="0.2,0", trpo="0.2,0", best_of_n="4,8",
-                                dpo="0.5,0.02", token_budget=2500, dpo_steps=10, matched_kls="0.5,1,2")
+QUICK_FRONTIER = FrontierConfig(pg="0.2,0", ppo="0.2,0", grpo="1,0.03", rloo="0.2,0", trpo="0.2,0", best_of_n="2,4",
+                                dpo="0.5,0.02", token_budget=2500, dpo_steps=10, matched_kls="0.3,0.5,1")
 """--quick: two values each and a small budget; a smoke run of the machinery, whose KLs stay below ~5 nats"""
 
 
