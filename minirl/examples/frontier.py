@@ -33,7 +33,7 @@ from minirl.examples.happy_gpt import exit_status, lock_out, open_out, parse_set
 from minirl.examples.pipeline import load_labelled_corpus, prepare, reward_function, rl_stage, run_rl, run_stage
 from minirl.examples.report import sample_statistics
 from minirl.examples.stages import StageCache, write_atomic
-from minirl.rl.frontier import best_at, frontier, read_at, reward_at_kl, reward_per_nat, through_runs
+from minirl.rl.frontier import best_at, frontier, read_at, reward_per_nat, through_runs
 from minirl.rl.trainer import ALGOS
 from minirl.validation import check_ranges
 
@@ -66,7 +66,7 @@ class FrontierConfig:
     """DPO's β (--rl-dpo-beta): small lets π drift far from π_ref, large keeps it close; its steps
     (--frontier-dpo-steps) bound how far it gets"""
     token_budget: int = 30_000
-    """response tokens each run may sample: half of compare's 60,000, so the 26 runs fit in ~30 min"""
+    """response tokens each run may sample: half of compare's 60,000, so the 26 runs fit in 30 min on 2 cores"""
     dpo_steps: int | None = None
     """DPO steps on its judged pairs (default: --rl-iterations)"""
     matched_kls: str = "2,4,8,16"
@@ -117,7 +117,7 @@ class FrontierConfig:
 
 QUICK_FRONTIER = FrontierConfig(pg="0.2,0", ppo="0.2,0", grpo="1,0.03", rloo="0.2,0", trpo="0.2,0", best_of_n="2,4",
                                 dpo="0.5,0.02", token_budget=2500, dpo_steps=10, matched_kls="0.3,0.5,1")
-"""--quick: two values each and a small budget; a smoke run of the machinery, whose KLs stay below ~5 nats"""
+"""--quick: two values each and a small budget; a smoke run of the machinery, whose KLs stay within a few nats"""
 
 
 def with_knob(rl, algo: str, value):
@@ -172,8 +172,8 @@ def matched_kl(runs: list[dict], sft: dict, kls: list[float], proxy: bool) -> di
     for algo in algos:
         own = [r for r in runs if r["algo"] == algo]
         kl, reward = [r["kl_to_sft"] for r in own], [r["reward"] for r in own]
-        at = reward_at_kl(kl, reward, kls)
         front = frontier(kl, reward)
+        at = read_at(*front, kls)
         per_algo[algo] = {"frontier_kl": front[0].tolist(), "frontier_reward": front[1].tolist(),
                           "kl_range": [min(kl), max(kl)], "reward": at,
                           "reward_per_nat": [reward_per_nat(r, sft["reward"], k) for r, k in zip(at, kls)],
