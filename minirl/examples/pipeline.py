@@ -304,14 +304,20 @@ def reward_function(cache: StageCache, base: Base, kind: str, rm_cfg: RewardMode
     return reward_fn_from_model(model, tok), stage
 
 
+def rl_stage(cache: StageCache, base: Base, rl_cfg: RLConfig, reward_stage: Stage | None, reward_kind: str,
+             seed: int, label: str | None = None) -> Stage:
+    """The stage of one RL run, keyed by its settings, prompts and seed, under the SFT model and the reward."""
+    parents = [base.stages["sft"]] + ([reward_stage] if reward_stage is not None else [])
+    return cache.stage(label or f"rl_{rl_cfg.algo}", {"rl": rl_cfg.settings(), "reward": reward_kind,
+                                                      "prompts": base.prompts[:50], "n_prompts": len(base.prompts),
+                                                      "seed": seed}, parents)
+
+
 def run_rl(cache: StageCache, base: Base, rl_cfg: RLConfig, reward_fn, reward_stage: Stage | None,
            reward_kind: str, seed: int, label: str | None = None) -> tuple[GPT, list[dict], dict]:
     """Train a copy of the SFT model with `rl_cfg` against `reward_fn` (π_ref = SFT); returns
     the policy, its per-iteration metrics and what the stage recorded."""
-    parents = [base.stages["sft"]] + ([reward_stage] if reward_stage is not None else [])
-    stage = cache.stage(label or f"rl_{rl_cfg.algo}", {"rl": rl_cfg.settings(), "reward": reward_kind,
-                                                       "prompts": base.prompts[:50], "n_prompts": len(base.prompts),
-                                                       "seed": seed}, parents)
+    stage = rl_stage(cache, base, rl_cfg, reward_stage, reward_kind, seed, label)
     return train_policy(cache, stage, base.records, base.sft, base.prompts, base.tokenizer, rl_cfg, reward_fn, seed)
 
 
