@@ -202,8 +202,10 @@ class GPT(nn.Module):
         and the vocabulary projection is most of a step's work. The loss is the same."""
         start = 0
         if mask is not None:
-            m = backend.to_backend(mask.data if isinstance(mask, Tensor) else mask)
-            counted = backend.to_numpy(m.reshape(-1, m.shape[-1]).any(axis=0))
+            raw = mask.data if isinstance(mask, Tensor) else mask
+            raw = backend.get_array_module(raw).asarray(raw)
+            counted = backend.to_numpy(raw.reshape(-1, raw.shape[-1]).any(axis=0))  # a host mask (SFT's) costs no sync
+            m = backend.to_backend(raw)
             start = int(counted.argmax()) if counted.any() else 0
         if start == 0:
             return F.cross_entropy(self(idx), targets, mask=mask)

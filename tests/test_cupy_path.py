@@ -119,6 +119,24 @@ def test_a_default_card_training_step_reads_the_device_once(standin):
     assert standin.syncs == steps, standin.sync_kinds  # the logged loss and grad norm, read together
 
 
+class _MaskedTokens(_Tokens):
+    """SFT rows: a host mask that scores no prompt column (the loss then skips the first 10)."""
+
+    def sample(self, rng, batch_size):
+        x, y, _ = super().sample(rng, batch_size)
+        mask = np.ones(x.shape, dtype=bool)
+        mask[:, :10] = False
+        return x, y, mask
+
+
+def test_an_sft_step_with_a_host_mask_reads_the_device_once(standin):
+    model = GPT(GPTConfig())
+    standin.reset()
+    history = train_lm(model, _MaskedTokens(), TrainConfig(steps=2, batch_size=2, warmup_steps=0, eval_interval=0,
+                                                            checkpoint_interval=0), progress=False)
+    assert len(history) == 2 and standin.syncs == 2, standin.sync_kinds
+
+
 def test_sampling_reads_the_device_once_every_few_tokens(standin):
     model = GPT(GPTConfig())
     new_tokens = 32
