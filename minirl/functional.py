@@ -227,7 +227,7 @@ def linear(x, weight, bias=None) -> Tensor:
     if bias is not None and tuple(bias.shape) != (n_out,):
         raise ValueError(f"linear: bias must have shape ({n_out},), got {tuple(bias.shape)}.")
     x2 = x.data.reshape(-1, n_in)  # (N, in)
-    out = x2 @ weight.data  # (N, in) @ (in, out) -> (N, out)
+    out = backend.gemm(x2, weight.data)  # (N, in) @ (in, out) -> (N, out)
     if bias is not None:
         bias = as_tensor(bias)
         out += bias.data

@@ -85,6 +85,18 @@ def test_blocks_run_with_one_blas_thread_and_the_count_comes_back(threads):
     assert seen == [1, 1]  # a matmul inside a block does not split across the cores again
 
 
+def test_a_product_with_few_rows_runs_on_one_blas_thread(monkeypatch):
+    asked = []
+    real = backend.blas_threads
+    monkeypatch.setattr(backend, "blas_threads", lambda n: asked.append(n) or real(n))
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((8, 5)).astype(np.float32)
+    for rows in (1, backend.FEW_ROWS - 1, backend.FEW_ROWS):
+        a = rng.standard_normal((rows, 8)).astype(np.float32)
+        np.testing.assert_array_equal(backend.gemm(a, w), a @ w)
+    assert asked == [1, 1]  # the sampling-sized products, not the one with FEW_ROWS rows
+
+
 def test_thread_count_setting_is_validated(monkeypatch):
     with pytest.raises(ValueError, match="positive integer"):
         backend.set_num_threads(0)
