@@ -86,6 +86,27 @@ def gelu_backward(x, s, g, d) -> None:
     backend.parallel_rows(rows, x, s, g, d, sig)
 
 
+def scaled_softmax(x, shift, scale, out) -> None:
+    """``out = e^{x - shift} · scale``: with shift the row max and ``scale = c / Σ e^{x - shift}``,
+    c times the row's softmax. x and out are (N, V); shift and scale are (N, 1).
+
+    The cross-entropy backward recomputes the softmax with it from the logits instead of
+    keeping an (N, V) array of probabilities from the forward. A -inf logit gives 0.
+    """
+    xp = backend.get_array_module(x)
+    kernel = _fused(xp, "scaled_softmax", "T x, T shift, T scale", "T out", """
+        out = exp(x - shift) * scale;""")
+    if kernel is not None:
+        kernel(x, shift, scale, out)
+        return
+
+    def rows(x, shift, scale, out):
+        xp.subtract(x, shift, out=out)
+        xp.exp(out, out=out)
+        out *= scale
+    backend.parallel_rows(rows, x, shift, scale, out)
+
+
 def adamw(p, g, m, v, *, lr: float, beta1: float, beta2: float, eps: float, decay: float, step: int) -> None:
     """One AdamW update of parameter `p` in place, with its moments `m` and `v`:
 

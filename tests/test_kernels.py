@@ -62,6 +62,21 @@ def test_adamw_kernel_matches_the_long_way(backend_name, decay):
         np.testing.assert_allclose(host(got), expected, rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.parametrize("dtype, tol", [(np.float32, 1e-6), (np.float64, 1e-13)])
+def test_scaled_softmax_is_c_times_the_softmax(backend_name, dtype, tol):
+    x = case(4, (5, 9))[0]
+    x[1, :4] = -np.inf  # masked logits get probability 0
+    x[2] = -np.inf  # a fully masked row: its shift is the lowest finite float, its sum 1 (as softmax_parts makes them)
+    c = np.random.default_rng(5).standard_normal((5, 1))
+    shift = np.maximum(x.max(-1, keepdims=True), np.finfo(dtype).min)
+    total = np.maximum(np.exp(x - shift).sum(-1, keepdims=True), 1)
+    out = backend.xp().empty(x.shape, dtype=dtype)
+    kernels.scaled_softmax(*(backend.to_backend(a, dtype=dtype) for a in (x, shift, c / total)), out)
+    expected = c * np.exp(x - shift) / total
+    np.testing.assert_allclose(host(out), expected, rtol=tol, atol=tol)
+    assert (host(out)[1, :4] == 0).all() and (host(out)[2] == 0).all()
+
+
 def test_every_cuda_kernel_computes_its_formula_in_float64(backend_name):
     """On the stand-in the kernels take their ElementwiseKernel path, whose C source the
     stand-in runs as NumPy: in float64 the formula itself is checked, to round-off."""
