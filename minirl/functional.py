@@ -16,7 +16,7 @@ from minirl import backend, kernels
 from minirl.tensor import Tensor, as_tensor, is_grad_enabled
 
 __all__ = [
-    "log_softmax", "softmax", "cross_entropy", "linear", "layer_norm", "gelu",
+    "log_softmax", "softmax", "cross_entropy", "entropy", "linear", "layer_norm", "gelu",
     "embedding", "scaled_dot_product_attention", "attention_qkv", "log_sigmoid", "dropout",
 ]
 
@@ -216,6 +216,66 @@ def cross_entropy(logits, targets, mask=None, ignore_index: int | None = None,
         xp.put_along_axis(dlogits, t[..., None], at_target, axis=-1)
         return (dlogits,)
     return Tensor._make(out, (logits,), _backward)
+
+
+CHUNK_SIZE = 1 << 22
+"""Elements per chunk of rows in `entropy`: a (rows, V) scratch array of this size at a time."""
+
+
+def _by_chunks(kernel, *arrays) -> None:
+    """``kernel(*chunks)`` on consecutive row chunks of (N, V) arrays, about `CHUNK_SIZE`
+    elements each, so a kernel's scratch arrays are chunk-sized, not (N, V)."""
+    rows = max(1, CHUNK_SIZE // max(1, arrays[0].shape[-1]))
+    for lo in range(0, arrays[0].shape[0], rows):
+        kernel(*(a[lo:lo + rows] for a in arrays))
+
+
+def entropy(logits) -> Tensor:
+    """``H(π) = −Σ_v π_v log π_v`` over the last axis, with π = softmax(logits): (..., V) -> (...).
+
+    Fused because the chain ``-(log_softmax(x).exp() * log_softmax(x)).sum(-1)`` keeps four
+    (..., V) arrays for backward (411 MB per 512-token row at GPT-2's vocabulary); this keeps
+    none, only each row's log Σe^a and H. With ``a = x − max x`` and ``log π = a − log Σe^a``:
+    ``H = log Σe^a − Σ_v π_v a_v`` (Σπ = 1), and the derivative, from ``∂π_k/∂x_j = π_k(δ_kj − π_j)``:
+    ``dH/dx_j = −π_j (log π_j + H)``. Both directions recompute π chunk by chunk of rows
+    (`_by_chunks`), so neither allocates an (..., V) array beyond the gradient itself.
+    A −inf (masked) logit has π = 0 and adds 0 (0·log 0 = 0): a is clamped to the lowest
+    finite float, so no 0·∞ appears; a fully masked row has entropy 0.
+    """
+    x = as_tensor(logits)
+    xp = backend.get_array_module(x.data)
+    if x.ndim == 0:
+        raise ValueError("entropy needs logits with a last axis (..., V), got a scalar.")
+    V = x.shape[-1]
+    x2 = x.data.reshape(-1, V)  # (N, V)
+    lowest = xp.finfo(x.dtype).min
+    log_total = xp.empty((x2.shape[0], 1), dtype=x.dtype)  # log Σ_v e^{a_v}, kept for backward
+    h = xp.empty((x2.shape[0], 1), dtype=x.dtype)
+
+    def forward(x, log_total, h):  # a chunk of rows
+        a = x - xp.maximum(x.max(axis=-1, keepdims=True), lowest)  # (n, V)
+        xp.maximum(a, lowest, out=a)
+        e = xp.exp(a)
+        total = xp.maximum(row_sum(e), 1)  # a fully masked row: e = 0, total 1
+        xp.log(total, out=log_total)
+        xp.subtract(log_total, row_sum(e, -1, a) / total, out=h)  # log Σe^a − Σ π a
+    backend.parallel_rows(lambda *blocks: _by_chunks(forward, *blocks), x2, log_total, h)
+
+    def _backward(g):
+        dx = xp.empty(x2.shape, dtype=x.dtype)
+
+        def backward(x, log_total, h, g, dx):  # a chunk of rows: dx = −g·π·(log π + H)
+            xp.subtract(x, xp.maximum(x.max(axis=-1, keepdims=True), lowest), out=dx)
+            xp.maximum(dx, lowest, out=dx)  # a
+            p = xp.exp(dx)
+            p *= xp.exp(-log_total)  # π
+            dx -= log_total - h  # log π + H
+            dx *= p
+            dx *= -g
+        backend.parallel_rows(lambda *blocks: _by_chunks(backward, *blocks), x2, log_total, h,
+                              g.reshape(-1, 1).astype(x.dtype, copy=False), dx)
+        return (dx.reshape(x.shape),)
+    return Tensor._make(h.reshape(x.shape[:-1]), (x,), _backward)
 
 
 def linear(x, weight, bias=None) -> Tensor:

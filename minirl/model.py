@@ -225,8 +225,7 @@ class GPT(nn.Module):
         logp = concatenate([first.astype(logp.dtype), logp], axis=1)
         if not with_entropy:
             return logp
-        log_dist = F.log_softmax(logits)  # (B, T-1, V)
-        ent = -(log_dist.exp() * log_dist).sum(axis=-1)  # (B, T-1)
+        ent = F.entropy(logits)  # (B, T-1, V) -> (B, T-1), keeping no (B, T-1, V) array for backward
         return logp, concatenate([first.astype(ent.dtype), ent], axis=1)
 
     def num_parameters(self, exclude_embeddings: bool = False) -> int:
