@@ -1,13 +1,14 @@
 """Throughput of the tiny GPT on each backend, with PyTorch eager beside it when installed.
 
-    python benchmarks/bench_gpt.py [--shape card|mid|gpt2|gpt2-1024] [--backends numpy,cupy] [--repeats N]
-                                   [--rounds R] [--quick] [--json PATH]
+    python benchmarks/bench_gpt.py [--shape card|mid|gpt2|gpt2-1024] [--batch B] [--backends numpy,cupy]
+                                   [--repeats N] [--rounds R] [--no-recompute] [--quick] [--json PATH]
 
 Measures, on the default card (4 layers, 3 heads, n_embd 128, block 64, vocab 2048) or another
 `--shape` (SHAPES below; benchmarks/bench_scaling.py runs them all):
   train     one AdamW step with clipping, batch 32 x 64 tokens on the card: tokens/s and GFLOP/s
   sample    64 prompts x 48 new tokens with the KV cache on the card: new tokens/s
-  recompute the same sampling without the cache (whole prefix every step)
+  recompute the same sampling without the cache (whole prefix every step; --no-recompute skips it,
+            e.g. at GPT-2's shape where it takes minutes on a CPU)
   matmul    a float32 GEMM, (2048x1024) @ (1024x1024) on a CPU and 8192³ on a GPU: the
             device's practical peak, same run (PyTorch also reports TF32 on a GPU)
 
@@ -162,18 +163,18 @@ TORCH_DEVICE = {"numpy": "cpu", "cupy": "cuda"}
 
 
 def bench_round(names: list[str], repeats: int, with_torch: bool, torch_first: bool,
-                shape: Shape = SHAPES["card"]) -> dict:
+                shape: Shape = SHAPES["card"], recompute: bool = True) -> dict:
     """One round: minirl on each backend, and PyTorch on the same devices in its child process,
     in the order asked."""
     def minirl() -> dict:
         results = {}
         for name in names:
             backend.use(name)
-            results[f"minirl-{name}"] = bench_minirl(repeats, shape)
+            results[f"minirl-{name}"] = bench_minirl(repeats, shape, recompute)
         backend.use("numpy")
         return results
     devices = ",".join(TORCH_DEVICE[name] for name in names)
-    parts = [minirl] + ([lambda: torch_results(repeats, shape, devices)] if with_torch else [])
+    parts = [minirl] + ([lambda: torch_results(repeats, shape, devices, recompute)] if with_torch else [])
     results = {}
     for part in reversed(parts) if torch_first else parts:
         results.update(part())
@@ -219,15 +220,17 @@ def rows_for(name: str, r: dict, shape: Shape = SHAPES["card"]) -> list[list]:
     train_tok_s = shape.batch * shape.seq / r["train_s"]
     achieved = train_tok_s * r["flops_per_token"] / 1e9
     sampled = shape.prompts * shape.new
+    speedup = f"{r['recompute_s'] / r['sample_s']:.1f}x faster than recompute" if "recompute_s" in r else ""
     rows = [
         [name, f"train step ({shape.batch}x{shape.seq})", f"{train_tok_s:,.0f} tok/s", f"{r['train_s'] * 1e3:.1f} ms",
          f"{achieved:.1f} GFLOP/s ({100 * achieved / r['matmul_gflops']:.0f}% of matmul)"],
         [name, f"sample, KV cache ({shape.prompts}x{shape.new})", f"{sampled / r['sample_s']:,.0f} tok/s",
-         f"{r['sample_s'] * 1e3:.1f} ms", f"{r['recompute_s'] / r['sample_s']:.1f}x faster than recompute"],
-        [name, f"sample, recompute ({shape.prompts}x{shape.new})", f"{sampled / r['recompute_s']:,.0f} tok/s",
-         f"{r['recompute_s'] * 1e3:.1f} ms", ""],
-        [name, "float32 matmul peak", f"{r['matmul_gflops']:.1f} GFLOP/s", "", ""],
+         f"{r['sample_s'] * 1e3:.1f} ms", speedup],
     ]
+    if "recompute_s" in r:
+        rows.append([name, f"sample, recompute ({shape.prompts}x{shape.new})", f"{sampled / r['recompute_s']:,.0f} tok/s",
+                     f"{r['recompute_s'] * 1e3:.1f} ms", ""])
+    rows.append([name, "float32 matmul peak", f"{r['matmul_gflops']:.1f} GFLOP/s", "", ""])
     if "matmul_tf32_gflops" in r:
         rows.append([name, "TF32 matmul peak", f"{r['matmul_tf32_gflops']:.1f} GFLOP/s", "", ""])
     return rows
@@ -261,6 +264,9 @@ def machine_info(names: list[str]) -> dict:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--shape", default="card", choices=sorted(SHAPES), help="model size and batch (default: card)")
+    parser.add_argument("--batch", type=int, default=None,
+                        help="training rows instead of the shape's (the context stays the shape's)")
+    parser.add_argument("--no-recompute", action="store_true", help="skip the sampling without the KV cache")
     parser.add_argument("--backends", default=None, help="comma list (default: every available backend)")
     parser.add_argument("--repeats", type=int, default=5, help="timed repetitions per measurement")
     parser.add_argument("--rounds", type=int, default=1,
@@ -271,19 +277,22 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.repeats < 1 or args.rounds < 1:
         parser.error(f"--repeats and --rounds must be at least 1, got {args.repeats} and {args.rounds}")
+    if args.batch is not None and args.batch < 1:
+        parser.error(f"--batch must be at least 1, got {args.batch}")
     repeats = 1 if args.quick else args.repeats
     names = load_backends(args.backends)
     if names is None:
         return 2
     with_torch = not args.no_torch and torch_available()
-    shape = SHAPES[args.shape]
+    shape = SHAPES[args.shape] if args.batch is None else SHAPES[args.shape]._replace(batch=args.batch)
     mismatch = torch_model_mismatch() if with_torch else None
     if mismatch is not None:  # a ratio to a different model would mean nothing
         print(f"torch comparison skipped: {mismatch}", file=sys.stderr)
         with_torch = False
     rounds = []
     for i in range(args.rounds):
-        rounds.append(bench_round(names, repeats, with_torch, torch_first=i % 2 == 1, shape=shape))
+        rounds.append(bench_round(names, repeats, with_torch, torch_first=i % 2 == 1, shape=shape,
+                                  recompute=not args.no_recompute))
         if with_torch and not any(name.startswith("torch") for name in rounds[-1]):
             print(f"(the torch child failed in round {i + 1} of {args.rounds}; later rounds run without it)",
                   file=sys.stderr)

@@ -39,9 +39,11 @@ operation (exp, multiply, a row sum) on one. `parallel_rows` hands row blocks of
 fused kernels (GELU, softmax and cross-entropy, layer norm, attention) to a small
 thread pool; NumPy releases the GIL inside each ufunc, so the blocks really run at
 once. ``MINIRL_NUM_THREADS`` sets the pool size (default: the CPUs this process may
-use). OpenBLAS keeps its idle workers spinning for about 0.1 s after every matmul,
-which would take the very core the pool needs, so `import minirl` asks them to sleep
-at once (``OPENBLAS_THREAD_TIMEOUT=4``) when it runs before numpy is first imported.
+use). Inside the blocks NumPy's OpenBLAS runs on one thread (`blas_threads`), so a
+matmul in a block does not split across cores the pool already fills. OpenBLAS keeps
+its idle workers spinning for about 0.1 s after every matmul, which would take the very
+core the pool needs, so `import minirl` asks them to sleep at once
+(``OPENBLAS_THREAD_TIMEOUT=4``) when it runs before numpy is first imported.
 """
 
 from __future__ import annotations
@@ -446,6 +448,82 @@ def set_num_threads(n: int) -> None:
         _pool = None
 
 
+_BLAS_THREAD_SETTERS = ("scipy_openblas_set_num_threads64_", "scipy_openblas_set_num_threads",
+                        "openblas_set_num_threads64_", "openblas_set_num_threads")
+_blas_setter: Any = None  # (set, get) of the OpenBLAS NumPy loaded, False where none was found
+
+
+def _openblas_thread_calls():
+    """``(set_num_threads, get_num_threads)`` of the OpenBLAS that NumPy loaded, found by its
+    path in /proc/self/maps and opened with ctypes; None where there is none (another BLAS,
+    or not Linux)."""
+    global _blas_setter
+    if _blas_setter is None:
+        _blas_setter = False
+        try:
+            with open("/proc/self/maps") as maps:
+                paths = {line.split()[-1] for line in maps if "openblas" in line.lower() and "/" in line}
+            import ctypes
+
+            for path in sorted(paths):
+                lib = ctypes.CDLL(path)
+                for setter in _BLAS_THREAD_SETTERS:
+                    getter = setter.replace("set_", "get_")
+                    if hasattr(lib, setter) and hasattr(lib, getter):
+                        _blas_setter = (getattr(lib, setter), getattr(lib, getter))
+                        break
+                if _blas_setter:
+                    break
+        except OSError:
+            pass
+    return _blas_setter or None
+
+
+@contextlib.contextmanager
+def blas_threads(n: int) -> Iterator[None]:
+    """Let NumPy's OpenBLAS use `n` threads inside the block, then restore its count.
+
+    `parallel_rows` runs its blocks with one BLAS thread each: its threads already fill
+    the cores, and a matmul inside a block (attention's per-head products, (T, hs) @ (hs, T))
+    that split itself again would wake sleeping OpenBLAS workers for each small product.
+    Measured on this 2-core VM at GPT-2's shape, causal attention on (4, 12, 256, 64):
+    forward 467 ms with two BLAS threads per block, 41 ms with one. A no-op where NumPy's
+    BLAS is not an OpenBLAS found in this process.
+    """
+    calls = _openblas_thread_calls()
+    if calls is None:
+        yield
+        return
+    set_threads, get_threads = calls
+    previous = get_threads()
+    set_threads(n)
+    try:
+        yield
+    finally:
+        set_threads(previous)
+
+
+FEW_ROWS = 128
+"""A matrix product whose left operand has fewer rows than this (a sampling step's batch)
+runs on one BLAS thread; see `gemm`."""
+
+
+def gemm(a, b):
+    """``a @ b``; when `a` is a NumPy (N, k) matrix with N < `FEW_ROWS`, on one BLAS thread.
+
+    Such a product (one new token per row while sampling: (B, C) @ (C, 4C)) is bound by
+    reading the weight matrix, not by arithmetic, and splitting it costs a thread wake-up
+    per call, which waits for a free core whenever another process holds one. Measured on
+    this shared 2-core VM, (16, 768) @ (768, 3072): 1.8 ms on one thread, 16 ms on two;
+    on an idle machine two threads could be up to ~2× faster instead. One or two threads
+    give the same bits (the split is over output columns).
+    """
+    if a.ndim == 2 and a.shape[0] < FEW_ROWS and type(a) is np.ndarray:
+        with blas_threads(1):
+            return a @ b
+    return a @ b
+
+
 def parallel_rows(kernel: Callable, *arrays) -> None:
     """Run ``kernel(*blocks)`` on row blocks of `arrays`, the blocks in parallel threads.
 
@@ -466,13 +544,14 @@ def parallel_rows(kernel: Callable, *arrays) -> None:
     if _pool is None:
         _pool = ThreadPoolExecutor(max_workers=num_threads() - 1, thread_name_prefix="minirl")
     bounds = [rows * i // threads for i in range(threads + 1)]
-    futures = [_pool.submit(_run_block, kernel, [a[lo:hi] for a in arrays])
-               for lo, hi in zip(bounds[1:-1], bounds[2:])]
-    try:
-        _run_block(kernel, [a[:bounds[1]] for a in arrays])  # the calling thread takes the first block
-    finally:
-        for future in futures:
-            future.result()  # waits for every block; re-raises a worker's exception here
+    with blas_threads(1):  # the blocks fill the cores: a matmul inside one must not split again
+        futures = [_pool.submit(_run_block, kernel, [a[lo:hi] for a in arrays])
+                   for lo, hi in zip(bounds[1:-1], bounds[2:])]
+        try:
+            _run_block(kernel, [a[:bounds[1]] for a in arrays])  # the calling thread takes the first block
+        finally:
+            for future in futures:
+                future.result()  # waits for every block; re-raises a worker's exception here
 
 
 def _run_block(kernel: Callable, blocks: list) -> None:

@@ -16,7 +16,7 @@ from minirl import backend, kernels
 from minirl.tensor import Tensor, as_tensor, is_grad_enabled
 
 __all__ = [
-    "log_softmax", "softmax", "cross_entropy", "linear", "layer_norm", "gelu",
+    "log_softmax", "softmax", "cross_entropy", "entropy", "linear", "layer_norm", "gelu",
     "embedding", "scaled_dot_product_attention", "attention_qkv", "log_sigmoid", "dropout",
 ]
 
@@ -167,6 +167,9 @@ def cross_entropy(logits, targets, mask=None, ignore_index: int | None = None,
 
     Fused with the gather so the (..., V) log-prob array is never materialised for
     the graph. Derivative w.r.t. the logits: ``(softmax(logits) - onehot(a_t)) · m_t / Σm``.
+    Only the row max and the row sum of the softmax are kept: the backward recomputes the
+    softmax from the logits (`kernels.scaled_softmax`), one exp pass, instead of holding a
+    second (..., V) array from forward to backward (823 MB at GPT-2's 16 × 256 × 50,257).
     """
     logits = as_tensor(logits)
     xp = backend.get_array_module(logits.data)
@@ -193,7 +196,8 @@ def cross_entropy(logits, targets, mask=None, ignore_index: int | None = None,
                         counted=w)  # masked positions may hold padding ids
     t = xp.clip(t, 0, V - 1)  # masked positions may hold padding ids; they get zero weight anyway
 
-    e, total, shift = softmax_parts(logits.data, -1)  # softmax = e / total, kept for backward
+    e, total, shift = softmax_parts(logits.data, -1)  # softmax = e / total
+    del e  # the backward recomputes it from the logits
     picked = ((xp.take_along_axis(logits.data, t[..., None], axis=-1) - shift) - xp.log(total))[..., 0]
     nll = xp.where(w != 0, -picked * w, 0)  # (...); a masked -inf logit must not turn 0·inf into NaN
     if reduction == "none":
@@ -205,12 +209,73 @@ def cross_entropy(logits, targets, mask=None, ignore_index: int | None = None,
 
     def _backward(g):
         coef = (g * scale)[..., None]  # (..., 1): upstream gradient times each token's weight
-        dlogits = xp.empty_like(e)
-        along_axis(lambda ax, e, c, d: xp.multiply(e, c, out=d), -1, e, coef / total, dlogits)  # softmax · coef
+        dlogits = xp.empty(logits.shape, dtype=logits.dtype)
+        kernels.scaled_softmax(logits.data.reshape(-1, V), shift.reshape(-1, 1), (coef / total).reshape(-1, 1),
+                               dlogits.reshape(-1, V))  # softmax · coef, (N, V)
         at_target = xp.take_along_axis(dlogits, t[..., None], axis=-1) - coef
         xp.put_along_axis(dlogits, t[..., None], at_target, axis=-1)
         return (dlogits,)
     return Tensor._make(out, (logits,), _backward)
+
+
+CHUNK_SIZE = 1 << 22
+"""Elements per chunk of rows in `entropy`: a (rows, V) scratch array of this size at a time."""
+
+
+def _by_chunks(kernel, *arrays) -> None:
+    """``kernel(*chunks)`` on consecutive row chunks of (N, V) arrays, about `CHUNK_SIZE`
+    elements each, so a kernel's scratch arrays are chunk-sized, not (N, V)."""
+    rows = max(1, CHUNK_SIZE // max(1, arrays[0].shape[-1]))
+    for lo in range(0, arrays[0].shape[0], rows):
+        kernel(*(a[lo:lo + rows] for a in arrays))
+
+
+def entropy(logits) -> Tensor:
+    """``H(π) = −Σ_v π_v log π_v`` over the last axis, with π = softmax(logits): (..., V) -> (...).
+
+    Fused because the chain ``-(log_softmax(x).exp() * log_softmax(x)).sum(-1)`` keeps four
+    (..., V) arrays for backward (411 MB per 512-token row at GPT-2's vocabulary); this keeps
+    none, only each row's log Σe^a and H. With ``a = x − max x`` and ``log π = a − log Σe^a``:
+    ``H = log Σe^a − Σ_v π_v a_v`` (Σπ = 1), and the derivative, from ``∂π_k/∂x_j = π_k(δ_kj − π_j)``:
+    ``dH/dx_j = −π_j (log π_j + H)``. Both directions recompute π chunk by chunk of rows
+    (`_by_chunks`), so neither allocates an (..., V) array beyond the gradient itself.
+    A −inf (masked) logit has π = 0 and adds 0 (0·log 0 = 0): a is clamped to the lowest
+    finite float, so no 0·∞ appears; a fully masked row has entropy 0.
+    """
+    x = as_tensor(logits)
+    xp = backend.get_array_module(x.data)
+    if x.ndim == 0:
+        raise ValueError("entropy needs logits with a last axis (..., V), got a scalar.")
+    V = x.shape[-1]
+    x2 = x.data.reshape(-1, V)  # (N, V)
+    lowest = xp.finfo(x.dtype).min
+    log_total = xp.empty((x2.shape[0], 1), dtype=x.dtype)  # log Σ_v e^{a_v}, kept for backward
+    h = xp.empty((x2.shape[0], 1), dtype=x.dtype)
+
+    def forward(x, log_total, h):  # a chunk of rows
+        a = x - xp.maximum(x.max(axis=-1, keepdims=True), lowest)  # (n, V)
+        xp.maximum(a, lowest, out=a)
+        e = xp.exp(a)
+        total = xp.maximum(row_sum(e), 1)  # a fully masked row: e = 0, total 1
+        xp.log(total, out=log_total)
+        xp.subtract(log_total, row_sum(e, -1, a) / total, out=h)  # log Σe^a − Σ π a
+    backend.parallel_rows(lambda *blocks: _by_chunks(forward, *blocks), x2, log_total, h)
+
+    def _backward(g):
+        dx = xp.empty(x2.shape, dtype=x.dtype)
+
+        def backward(x, log_total, h, g, dx):  # a chunk of rows: dx = −g·π·(log π + H)
+            xp.subtract(x, xp.maximum(x.max(axis=-1, keepdims=True), lowest), out=dx)
+            xp.maximum(dx, lowest, out=dx)  # a
+            p = xp.exp(dx)
+            p *= xp.exp(-log_total)  # π
+            dx -= log_total - h  # log π + H
+            dx *= p
+            dx *= -g
+        backend.parallel_rows(lambda *blocks: _by_chunks(backward, *blocks), x2, log_total, h,
+                              g.reshape(-1, 1).astype(x.dtype, copy=False), dx)
+        return (dx.reshape(x.shape),)
+    return Tensor._make(h.reshape(x.shape[:-1]), (x,), _backward)
 
 
 def linear(x, weight, bias=None) -> Tensor:
@@ -227,7 +292,7 @@ def linear(x, weight, bias=None) -> Tensor:
     if bias is not None and tuple(bias.shape) != (n_out,):
         raise ValueError(f"linear: bias must have shape ({n_out},), got {tuple(bias.shape)}.")
     x2 = x.data.reshape(-1, n_in)  # (N, in)
-    out = x2 @ weight.data  # (N, in) @ (in, out) -> (N, out)
+    out = backend.gemm(x2, weight.data)  # (N, in) @ (in, out) -> (N, out)
     if bias is not None:
         bias = as_tensor(bias)
         out += bias.data
@@ -312,19 +377,21 @@ def gelu(x) -> Tensor:
 
     Computed as ``y = x·σ(2u) = x / (1 + e^{-2u})`` (the same function, since
     ½(1 + tanh u) = σ(2u)), because NumPy's exp is vectorised and its tanh is not.
-    Fused to keep one array, ``s = 1 + e^{-2u}``. Derivative, with ``σ = 1/s``:
-    ``dy/dx = σ + 2x·σ(1 - σ)·√(2/π)(1 + 3·0.044715x²)``.
-    Both directions are one kernel each (`kernels.gelu_forward`, `kernels.gelu_backward`).
+    Derivative: ``dy/dx = σ + 2x·σ(1 - σ)·√(2/π)(1 + 3·0.044715x²)``, ``σ = σ(2u)``.
+    Fused so that nothing but x is kept for the backward, which recomputes σ from it (one
+    exp): at GPT-2's shape that is 4·n_embd floats less per token and layer, a sixth of
+    the block's activations. Both directions are one kernel each (`kernels.gelu_forward`,
+    `kernels.gelu_backward`).
     """
     x = as_tensor(x)
     xp = backend.get_array_module(x.data)
     x2 = x.data.reshape(-1, x.shape[-1]) if x.ndim else x.data.reshape(1, 1)
-    s, out = xp.empty_like(x2), xp.empty_like(x2)
-    kernels.gelu_forward(x2, s, out)
+    out = xp.empty_like(x2)
+    kernels.gelu_forward(x2, out)
 
     def _backward(g):
         d = xp.empty_like(x2)
-        kernels.gelu_backward(x2, s, g.reshape(x2.shape), d)
+        kernels.gelu_backward(x2, g.reshape(x2.shape), d)
         return (d.reshape(x.shape),)
     return Tensor._make(out.reshape(x.shape), (x,), _backward)
 

@@ -117,6 +117,7 @@ CASES: list[Case] = [
     Case("softmax", lambda x: F.softmax(x, axis=0), ((3, 5),)),
     Case("cross_entropy", lambda x: F.cross_entropy(x, _ids(2, 3, high=5), mask=_ids(2, 3, high=2)), ((2, 3, 5),)),
     Case("cross_entropy", lambda x: F.cross_entropy(x, _ids(4, high=5), ignore_index=2, reduction="sum"), ((4, 5),)),
+    Case("entropy", F.entropy, ((2, 3, 5),)),
     Case("linear", F.linear, ((2, 3, 4), (4, 5), (5,))),
     Case("layer_norm", F.layer_norm, ((2, 3, 6), (6,), (6,))),
     Case("gelu", F.gelu, ((3, 4),)),

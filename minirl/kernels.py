@@ -35,46 +35,53 @@ def _fused(xp, name: str, in_params: str, out_params: str, operation: str):
     return _compiled[key]
 
 
-def gelu_forward(x, s, out) -> None:
+def gelu_forward(x, out) -> None:
     """GELU, tanh form: ``out = x / s`` with ``s = 1 + e^{-2u}``, ``u = √(2/π)(x + 0.044715x³)``.
 
-    (½x(1 + tanh u) = x·σ(2u) = x/s.) `s` is kept for the backward. All three are (N, C).
+    (½x(1 + tanh u) = x·σ(2u) = x/s.) Both are (N, C).
     """
     xp = backend.get_array_module(x)
-    kernel = _fused(xp, "gelu_forward", "T x", "T s, T out", f"""
-        s = (T)1 + exp(x * ((T)({-2 * GELU_C!r}) + (T)({-2 * GELU_C * GELU_A!r}) * x * x));
-        out = x / s;""")
+    kernel = _fused(xp, "gelu_forward", "T x", "T out", f"""
+        out = x / ((T)1 + exp(x * ((T)({-2 * GELU_C!r}) + (T)({-2 * GELU_C * GELU_A!r}) * x * x)));""")
     if kernel is not None:
-        kernel(x, s, out)
+        kernel(x, out)
         return
 
-    def rows(x, s, out):
-        xp.multiply(x, x, out=s)  # s: x² -> -2u -> 1 + exp(-2u), in place
-        s *= -2.0 * GELU_C * GELU_A
-        s += -2.0 * GELU_C
-        s *= x
+    def rows(x, out):
+        xp.multiply(x, x, out=out)  # out: x² -> -2u -> s = 1 + exp(-2u) -> x / s, in place
+        out *= -2.0 * GELU_C * GELU_A
+        out += -2.0 * GELU_C
+        out *= x
         with backend.ignore_overflow():  # exp(-2u) = inf for x < -10.1 in float32: y = x/inf = -0, as it should
-            xp.exp(s, out=s)
-        s += 1.0
-        xp.divide(x, s, out=out)
-    backend.parallel_rows(rows, x, s, out)
+            xp.exp(out, out=out)
+        out += 1.0
+        xp.divide(x, out, out=out)
+    backend.parallel_rows(rows, x, out)
 
 
-def gelu_backward(x, s, g, d) -> None:
+def gelu_backward(x, g, d) -> None:
     """``d = g · (σ + 2x·σ(1 - σ)·√(2/π)(1 + 3·0.044715x²))`` with ``σ = 1/s = σ(2u)``:
-    the GELU derivative times the upstream gradient `g`. All four are (N, C)."""
+    the GELU derivative times the upstream gradient `g`, σ recomputed from x (one exp).
+    All three are (N, C)."""
     xp = backend.get_array_module(x)
-    kernel = _fused(xp, "gelu_backward", "T x, T s, T g", "T d", f"""
-        T sig = (T)1 / s;
+    kernel = _fused(xp, "gelu_backward", "T x, T g", "T d", f"""
+        T sig = (T)1 / ((T)1 + exp(x * ((T)({-2 * GELU_C!r}) + (T)({-2 * GELU_C * GELU_A!r}) * x * x)));
         T slope = x * ((T)({2 * GELU_C!r}) + (T)({6 * GELU_C * GELU_A!r}) * x * x) * sig;
         d = g * (slope - slope * sig + sig);""")
     if kernel is not None:
-        kernel(x, s, g, d)
+        kernel(x, g, d)
         return
     sig = xp.empty_like(x)
 
-    def rows(x, s, g, d, sig):
-        xp.reciprocal(s, out=sig)  # σ(2u)
+    def rows(x, g, d, sig):
+        xp.multiply(x, x, out=sig)  # sig: x² -> -2u -> 1 + exp(-2u) -> σ(2u), as in gelu_forward
+        sig *= -2.0 * GELU_C * GELU_A
+        sig += -2.0 * GELU_C
+        sig *= x
+        with backend.ignore_overflow():
+            xp.exp(sig, out=sig)
+        sig += 1.0
+        xp.reciprocal(sig, out=sig)
         xp.multiply(x, x, out=d)  # d: 2x·√(2/π)(1 + 3a·x²) -> ·σ(1-σ) -> + σ -> ·g
         d *= 2.0 * GELU_C * 3 * GELU_A
         d += 2.0 * GELU_C
@@ -83,7 +90,28 @@ def gelu_backward(x, s, g, d) -> None:
         d -= d * sig
         d += sig
         d *= g
-    backend.parallel_rows(rows, x, s, g, d, sig)
+    backend.parallel_rows(rows, x, g, d, sig)
+
+
+def scaled_softmax(x, shift, scale, out) -> None:
+    """``out = e^{x - shift} · scale``: with shift the row max and ``scale = c / Σ e^{x - shift}``,
+    c times the row's softmax. x and out are (N, V); shift and scale are (N, 1).
+
+    The cross-entropy backward recomputes the softmax with it from the logits instead of
+    keeping an (N, V) array of probabilities from the forward. A -inf logit gives 0.
+    """
+    xp = backend.get_array_module(x)
+    kernel = _fused(xp, "scaled_softmax", "T x, T shift, T scale", "T out", """
+        out = exp(x - shift) * scale;""")
+    if kernel is not None:
+        kernel(x, shift, scale, out)
+        return
+
+    def rows(x, shift, scale, out):
+        xp.subtract(x, shift, out=out)
+        xp.exp(out, out=out)
+        out *= scale
+    backend.parallel_rows(rows, x, shift, scale, out)
 
 
 def adamw(p, g, m, v, *, lr: float, beta1: float, beta2: float, eps: float, decay: float, step: int) -> None:

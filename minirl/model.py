@@ -247,8 +247,7 @@ class GPT(nn.Module):
         logp = concatenate([first.astype(logp.dtype), logp], axis=1)
         if not with_entropy:
             return logp
-        log_dist = F.log_softmax(logits)  # (B, T-start, V)
-        ent = -(log_dist.exp() * log_dist).sum(axis=-1)  # (B, T-start)
+        ent = F.entropy(logits)  # (B, T-start, V) -> (B, T-start), keeping no (B, T-start, V) array for backward
         return logp, concatenate([first.astype(ent.dtype), ent], axis=1)
 
     def num_parameters(self, exclude_embeddings: bool = False) -> int:

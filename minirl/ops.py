@@ -182,7 +182,7 @@ def matmul(a, b) -> Tensor:
     if a.ndim > 2 and b.ndim == 2:
         return _matmul_folded(a, b)
     try:
-        out = a.data @ b.data
+        out = backend.gemm(a.data, b.data)
     except ValueError as e:  # incompatible batch dims
         raise ValueError(f"matmul batch dims do not broadcast: {a.shape} @ {b.shape}.") from e
 
@@ -213,7 +213,7 @@ def _matmul_folded(a: Tensor, b: Tensor) -> Tensor:
     """
     k, m = b.shape
     a2 = a.data.reshape(-1, k)  # (N, k)
-    out = (a2 @ b.data).reshape(a.shape[:-1] + (m,))
+    out = backend.gemm(a2, b.data).reshape(a.shape[:-1] + (m,))
 
     def _backward(g):
         g2 = g.reshape(-1, m)  # (N, m)

@@ -10,7 +10,9 @@ that is used more than once.
 Only leaf tensors created with ``requires_grad=True`` (parameters, inputs) keep
 their ``.grad`` after backward; gradients of intermediate tensors are freed as soon
 as they have been passed on, and each op's closure (with the arrays it saved) is
-dropped once it has run, which is what keeps training memory flat.
+dropped once it has run, which is what keeps training memory flat. So is the
+intermediate tensor itself, with its output array, unless the caller still holds it:
+memory falls through the backward pass instead of staying at the forward's peak.
 
 Python's operators and the array-style methods (``a + b``, ``a @ w``, ``a.sum(-1)``,
 ``a[i]``, ``a.reshape(...)``) are bound to Tensor at the end of `ops.py` and
@@ -209,7 +211,9 @@ class Tensor:
             if grad.shape != self.shape:
                 raise ValueError(f"backward(grad): grad has shape {grad.shape}, tensor has {self.shape}.")
         grads = {id(self): grad}
-        for node in reversed(self._topological_order()):
+        order = self._topological_order()
+        while order:  # popped, not iterated: a node that has passed its gradient on is freed at once
+            node = order.pop()
             g = grads.pop(id(node), None)
             if g is None:
                 continue

@@ -234,3 +234,30 @@ def test_trpo_benchmark_quick_run_times_both_updates(tmp_path, capsys):
     with pytest.raises(SystemExit):
         bench_trpo.main(["--rounds", "0"])
     assert "--rounds, --batch and --new-tokens must each be at least 1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("b, T", [(2, 16), (1, 40)])
+def test_memory_formula_is_the_bytes_the_autograd_graph_holds(b, T):
+    """The tape formula of benchmarks/memory_gpt2.py against a walk over the real graph of a PPO
+    minibatch step (tiny model): the formula leaves out only per-row scalars and int ids."""
+    memory = load_script("memory_gpt2")
+    measured = memory.child("tiny", b, T)
+    formula = memory.ppo_moments(memory.SIZES["tiny"], b, T)
+    assert formula["tape"] <= measured["tape"] <= 1.01 * formula["tape"]
+
+
+def test_memory_budget_is_the_largest_minibatch_whose_peak_fits(tmp_path, capsys):
+    memory = load_script("memory_gpt2")
+    cfg = memory.SIZES["gpt2"]
+    assert memory.ppo_moments(cfg, 1, 512)["static"] == 4 * (8 * 124_439_808 + 4 * 769)  # 4 models, 2 AdamW; 769: a scalar head
+    b = memory.largest_minibatch(cfg, 512, 24e9, memory.CPU_RESERVE)
+    assert memory.predicted_peak(cfg, b, 512)[0] + memory.CPU_RESERVE <= 24e9
+    assert memory.predicted_peak(cfg, b + 1, 512)[0] + memory.CPU_RESERVE > 24e9
+    assert memory.largest_minibatch(cfg, 512, 80e9, memory.GPU_RESERVE, gpu=True) > 3 * b
+    out = tmp_path / "memory.json"
+    assert memory.main(["--size", "tiny", "--measure", "1x8", "--seq", "32", "--budgets", "1", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["measured"][0]["peak"] > report["measured"][0]["static"] > 0
+    assert "largest PPO minibatch in 1 GB" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        memory.main(["--size", "tiny", "--measure", "2by8"])

@@ -73,6 +73,7 @@ CASES = [
     ("softmax", F.softmax, lambda x: np.exp(ref_log_softmax(x)), [(3, 5)], False),
     ("cross_entropy", lambda x: F.cross_entropy(x, TARGETS, mask=TOKEN_MASK),
      lambda x: ref_cross_entropy(x, TARGETS, TOKEN_MASK), [(2, 3, 5)], False),
+    ("entropy", F.entropy, lambda x: -(np.exp(ref_log_softmax(x)) * ref_log_softmax(x)).sum(-1), [(2, 3, 5)], False),
     ("linear", F.linear, lambda x, w, b: x @ w + b, [(2, 3, 4), (4, 5), (5,)], False),
     ("layer_norm", F.layer_norm, ref_layer_norm, [(2, 3, 6), (6,), (6,)], False),
     ("gelu", F.gelu, lambda x: 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x ** 3))), [(3, 4)], False),

@@ -44,6 +44,17 @@ def test_cross_entropy(backend_name, lead, vocab, seed, reduction, use_mask, use
                  normal(lead + (vocab,), seed))
 
 
+@given(hnp.array_shapes(min_dims=1, max_dims=3, min_side=1, max_side=5), seeds, st.integers(1, 40), st.booleans())
+def test_entropy(backend_name, shape, seed, chunk, masked):
+    """Chunks of rows as small as one row; with `masked`, some logits are -inf (probability 0)."""
+    x = 3 * normal(shape, seed)
+    if masked and shape[-1] > 1:
+        x[..., 0] = -np.inf  # every row keeps its other logits
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(F, "CHUNK_SIZE", chunk)
+        assert_grads(F.entropy, x)
+
+
 @given(hnp.array_shapes(min_dims=1, max_dims=3, min_side=1, max_side=5), seeds, st.booleans())
 def test_layer_norm(backend_name, shape, seed, affine):
     C = shape[-1]

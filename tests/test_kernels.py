@@ -42,11 +42,11 @@ def case(seed=0, shape=(7, 33)):
 def test_gelu_kernels_match_the_formula(backend_name):
     x = np.concatenate([case()[0], np.array([[-30.0, -10.2, 0.0, 10.2, 30.0] + [0.5] * 28])])  # exp(-2u) overflows left
     x32 = backend.to_backend(x, dtype=np.float32)
-    s, out, d = (backend.xp().empty_like(x32) for _ in range(3))
-    kernels.gelu_forward(x32, s, out)
+    out, d = (backend.xp().empty_like(x32) for _ in range(2))
+    kernels.gelu_forward(x32, out)
     np.testing.assert_allclose(host(out), gelu_reference(x), rtol=2e-6, atol=2e-6)
     g = np.random.default_rng(1).standard_normal(x.shape)
-    kernels.gelu_backward(x32, s, backend.to_backend(g, dtype=np.float32), d)
+    kernels.gelu_backward(x32, backend.to_backend(g, dtype=np.float32), d)
     np.testing.assert_allclose(host(d), g * gelu_slope_reference(x), rtol=1e-5, atol=1e-5)
 
 
@@ -62,16 +62,31 @@ def test_adamw_kernel_matches_the_long_way(backend_name, decay):
         np.testing.assert_allclose(host(got), expected, rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.parametrize("dtype, tol", [(np.float32, 1e-6), (np.float64, 1e-13)])
+def test_scaled_softmax_is_c_times_the_softmax(backend_name, dtype, tol):
+    x = case(4, (5, 9))[0]
+    x[1, :4] = -np.inf  # masked logits get probability 0
+    x[2] = -np.inf  # a fully masked row: its shift is the lowest finite float, its sum 1 (as softmax_parts makes them)
+    c = np.random.default_rng(5).standard_normal((5, 1))
+    shift = np.maximum(x.max(-1, keepdims=True), np.finfo(dtype).min)
+    total = np.maximum(np.exp(x - shift).sum(-1, keepdims=True), 1)
+    out = backend.xp().empty(x.shape, dtype=dtype)
+    kernels.scaled_softmax(*(backend.to_backend(a, dtype=dtype) for a in (x, shift, c / total)), out)
+    expected = c * np.exp(x - shift) / total
+    np.testing.assert_allclose(host(out), expected, rtol=tol, atol=tol)
+    assert (host(out)[1, :4] == 0).all() and (host(out)[2] == 0).all()
+
+
 def test_every_cuda_kernel_computes_its_formula_in_float64(backend_name):
     """On the stand-in the kernels take their ElementwiseKernel path, whose C source the
     stand-in runs as NumPy: in float64 the formula itself is checked, to round-off."""
     if backend.name() != "cupy":
         pytest.skip("the CUDA source runs only on the cupy backend (the stand-in or a GPU)")
     x, g, m, v = (backend.to_backend(a) for a in case(3))
-    s, out, d = (backend.xp().empty_like(x) for _ in range(3))
-    kernels.gelu_forward(x, s, out)
+    out, d = (backend.xp().empty_like(x) for _ in range(2))
+    kernels.gelu_forward(x, out)
     np.testing.assert_allclose(host(out), gelu_reference(host(x)), rtol=1e-9, atol=1e-9)  # reference cancels for x ≪ 0
-    kernels.gelu_backward(x, s, g, d)
+    kernels.gelu_backward(x, g, d)
     np.testing.assert_allclose(host(d), host(g) * gelu_slope_reference(host(x)), rtol=1e-10, atol=1e-14)
     p, v = x.copy(), backend.xp().abs(v)
     hp = dict(lr=3e-4, beta1=0.9, beta2=0.999, eps=1e-8, decay=1 - 3e-4 * 0.01, step=3)

@@ -235,6 +235,20 @@ def test_inverse_cdf_never_draws_a_zero_weight_even_from_a_scan_that_dips(monkey
     assert inverse_cdf(w, np.array([[0.4]])).tolist() == [2]  # u = 0.8 first crosses at the dip, id 1
 
 
+def test_logprobs_entropy_is_that_of_the_tempered_distribution(backend_name):
+    model = tiny_gpt()
+    tokens = np.array([[1, 5, 7, 2], [3, 3, 9, 4]])
+    logp, ent = model.logprobs(tokens, temperature=0.7, with_entropy=True)
+    logits = model(tokens[:, :-1]).numpy().astype(np.float64) / 0.7  # (B, T-1, V)
+    log_dist = logits - logits.max(-1, keepdims=True)
+    log_dist -= np.log(np.exp(log_dist).sum(-1, keepdims=True))
+    expected = -(np.exp(log_dist) * log_dist).sum(-1)
+    np.testing.assert_allclose(ent.numpy()[:, 1:], expected, rtol=1e-5)
+    assert ent.numpy()[:, 0].tolist() == [0.0, 0.0]  # column 0 has no context
+    picked = np.take_along_axis(log_dist, tokens[:, 1:, None], -1)[..., 0]
+    np.testing.assert_allclose(logp.numpy()[:, 1:], picked, rtol=1e-5, atol=1e-6)
+
+
 def test_logprobs_of_a_single_token_and_empty_inputs():
     model = tiny_gpt()
     assert model.logprobs(np.array([[3], [4]])).numpy().tolist() == [[0.0], [0.0]]

@@ -72,6 +72,31 @@ def test_a_nested_call_runs_inline_instead_of_deadlocking(threads):
     np.testing.assert_array_equal(out, 1)
 
 
+def test_blocks_run_with_one_blas_thread_and_the_count_comes_back(threads):
+    calls = backend._openblas_thread_calls()
+    if calls is None:
+        pytest.skip("NumPy's BLAS here is not an OpenBLAS this process can find")
+    threads(2)
+    _, blas_count = calls
+    seen = []
+    with backend.blas_threads(2):
+        backend.parallel_rows(lambda x: seen.append(blas_count()), np.zeros((4, 4)))
+        assert blas_count() == 2  # restored after the blocks
+    assert seen == [1, 1]  # a matmul inside a block does not split across the cores again
+
+
+def test_a_product_with_few_rows_runs_on_one_blas_thread(monkeypatch):
+    asked = []
+    real = backend.blas_threads
+    monkeypatch.setattr(backend, "blas_threads", lambda n: asked.append(n) or real(n))
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((8, 5)).astype(np.float32)
+    for rows in (1, backend.FEW_ROWS - 1, backend.FEW_ROWS):
+        a = rng.standard_normal((rows, 8)).astype(np.float32)
+        np.testing.assert_array_equal(backend.gemm(a, w), a @ w)
+    assert asked == [1, 1]  # the sampling-sized products, not the one with FEW_ROWS rows
+
+
 def test_thread_count_setting_is_validated(monkeypatch):
     with pytest.raises(ValueError, match="positive integer"):
         backend.set_num_threads(0)

@@ -1,5 +1,7 @@
 """The engine itself: graph order, accumulation, no_grad, detach, broadcasting, and its errors."""
 
+import weakref
+
 import numpy as np
 import pytest
 
@@ -128,6 +130,24 @@ def test_backward_frees_the_graph_unless_retained(backend_name):
     z.backward(retain_graph=True)
     z.backward()
     np.testing.assert_array_equal(to_numpy(x.grad), [2.0 + 6.0] * 3)
+
+
+def test_backward_releases_each_intermediate_once_it_has_passed_its_gradient_on(backend_name):
+    x = Tensor(np.ones(3), requires_grad=True)
+    seen = []
+
+    def probe_backward(g):  # runs last: every tensor above the probe has had its turn
+        seen.append([ref() is None for ref in refs])
+        return (g,)
+    probe = Tensor._make(x.data * 1.0, (x,), probe_backward)
+    y = probe.exp()
+    z = y.exp()
+    loss = z.sum()
+    refs = [weakref.ref(y), weakref.ref(z)]
+    del probe, y, z  # only the graph holds them now
+    loss.backward()
+    assert seen == [[True, True]]  # freed during the pass, not when it ends
+    np.testing.assert_allclose(to_numpy(x.grad), np.exp(np.exp(1.0)) * np.exp(1.0))
 
 
 def test_integer_tensors_meet_floats_without_truncation():

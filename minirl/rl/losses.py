@@ -113,9 +113,7 @@ def ppo_value_loss(values: Tensor, old_values, returns, mask, clip_eps_v: float 
 def entropy(logits: Tensor, mask):
     """Mean policy entropy over masked tokens, ``mean_m[−Σ_v π(v|s_t) log π(v|s_t)]``, differentiable
     (PPO subtracts ``c_e·H`` to keep exploring)."""
-    logp = F.log_softmax(logits)  # (B, T, V)
-    per_token = -(logp.exp() * logp).sum(axis=-1)  # (B, T)
-    return masked_mean(per_token, mask)
+    return masked_mean(F.entropy(logits), mask)  # (B, T, V) -> (B, T) -> ()
 
 
 def explained_variance(values, returns, mask) -> float:
