@@ -98,6 +98,7 @@ def test_the_verdict_says_so_when_no_two_frontiers_meet():
 @pytest.mark.parametrize("flags,message", [
     (["--frontier-best-of-n", "2,x"], "--frontier-best-of-n '2,x' must be comma-separated whole numbers n >= 1"),
     (["--frontier-dpo", "0.1,0"], "--frontier-dpo '0.1,0' must be comma-separated positive βs"),
+    (["--frontier-trpo", "0.01,0"], "--frontier-trpo '0.01,0' must be comma-separated positive δs"),
     (["--frontier-ppo", "-0.1"], "--frontier-ppo '-0.1' must be comma-separated βs >= 0"),
     (["--frontier-matched-kls", "2,0"], "--frontier-matched-kls '2,0' must be comma-separated KLs above 0"),
     (["--frontier-algos", "ppo,sac"], "unknown --frontier-algos sac"),
@@ -121,7 +122,7 @@ RUN_FIELDS = {"algo", "knob", "symbol", "value", "reward", "gold", "kl_to_sft", 
               "fraction_positive", "samples", "seconds", "sampled_tokens", "iterations", "stage"}
 MATCHED_FIELDS = {"frontier_kl", "frontier_reward", "kl_range", "reward", "reward_per_nat", "gold"}
 KNOBS = {"pg": "pg.kl_coef", "ppo": "ppo.kl_coef", "grpo": "grpo.beta", "rloo": "rloo.kl_coef",
-         "trpo": "trpo.kl_coef", "best_of_n": "best_of_n.n", "dpo": "dpo.beta"}
+         "trpo": "trpo.max_kl", "best_of_n": "best_of_n.n", "dpo": "dpo.beta"}
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,8 @@
 
 `compare` runs each algorithm once with its defaults, so they land at very different KLs
 and their rewards say little about which is better. Here each algorithm's knob that sets
-how far it moves from the SFT model is swept: β (the KL price) for pg, ppo, rloo, trpo,
-grpo (its k3 term in the loss) and dpo, n for best-of-n. Every run starts from the same SFT
+how far it moves from the SFT model is swept: β (the KL price) for pg, ppo, rloo,
+grpo (its k3 term in the loss) and dpo, the trust region δ for trpo, n for best-of-n. Every run starts from the same SFT
 model with the same reward, prompts, seed and budget of sampled response tokens (compare's
 `budgeted`), and is a cached, resumable stage sharing happy_gpt's stages in --out; so is
 its evaluation (`frontier_eval`): reward, KL(π ‖ π_sft) on its own samples, length,
@@ -38,7 +38,7 @@ from minirl.rl.trainer import ALGOS
 from minirl.validation import check_ranges
 
 KNOBS = {"pg": ("pg", "kl_coef", "β"), "ppo": ("ppo", "kl_coef", "β"), "rloo": ("rloo", "kl_coef", "β"),
-         "trpo": ("trpo", "kl_coef", "β"), "grpo": ("grpo", "beta", "β"), "best_of_n": ("best_of_n", "n", "n"),
+         "trpo": ("trpo", "max_kl", "δ"), "grpo": ("grpo", "beta", "β"), "best_of_n": ("best_of_n", "n", "n"),
          "dpo": ("dpo", "beta", "β")}
 """algorithm -> (its section of RLConfig, the field swept, the symbol printed)"""
 
@@ -56,8 +56,10 @@ class FrontierConfig:
     """GRPO's β (--rl-grpo-beta), the weight of its k3 KL term in the loss (its reward carries no KL)"""
     rloo: str = "0.2,0.05,0.01,0"
     """RLOO's β (--rl-rloo-kl-coef), the KL price per token in the reward"""
-    trpo: str = "0.2,0.02,0"
-    """TRPO's β (--rl-trpo-kl-coef); three values, not four, because TRPO's runs are the slowest"""
+    trpo: str = "0.005,0.02,0.08"
+    """TRPO's trust region δ (--rl-trpo-max-kl), the most mean per-token KL one update may move; its β stays
+    at --rl-trpo-kl-coef. Not β: δ bounds every step, so β = 0.2 … 0 all stayed within 2.4–3.9 nats at
+    δ = 0.01. Three values, not four, because TRPO's runs are the slowest"""
     best_of_n: str = "4,6,8"
     """best-of-n's n (--rl-best-of-n-n): samples per prompt in each round, the best one fine-tuned on. On a
     fixed budget a larger n means fewer rounds, so KL falls as n grows; n ≥ 16 passes a 30,000-token
@@ -98,8 +100,11 @@ class FrontierConfig:
         except ValueError:
             values = []
         low = 1 if algo == "best_of_n" else 0
-        if not values or min(values) < low or (algo == "dpo" and min(values) <= 0):
-            what = "whole numbers n >= 1" if algo == "best_of_n" else "positive βs" if algo == "dpo" else "βs >= 0"
+        positive = algo in ("dpo", "trpo")
+        if not values or min(values) < low or (positive and min(values) <= 0):
+            symbol = KNOBS[algo][2]
+            what = ("whole numbers n >= 1" if algo == "best_of_n" else f"positive {symbol}s" if positive
+                    else f"{symbol}s >= 0")
             raise ValueError(f"{flag} {raw!r} must be comma-separated {what}, e.g. {flag} "
                              f"{getattr(FrontierConfig, algo)}.")
         return values
@@ -115,7 +120,7 @@ class FrontierConfig:
         return sorted(kls)
 
 
-QUICK_FRONTIER = FrontierConfig(pg="0.2,0", ppo="0.2,0", grpo="1,0.03", rloo="0.2,0", trpo="0.2,0", best_of_n="2,4",
+QUICK_FRONTIER = FrontierConfig(pg="0.2,0", ppo="0.2,0", grpo="1,0.03", rloo="0.2,0", trpo="0.01,0.05", best_of_n="2,4",
                                 dpo="0.5,0.02", token_budget=2500, dpo_steps=10, matched_kls="0.3,0.5,1")
 """--quick: two values each and a small budget; a smoke run of the machinery, whose KLs stay within a few nats"""
 
