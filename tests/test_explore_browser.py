@@ -10,6 +10,7 @@ when MINIRL_REQUIRE_BROWSER=1 (set by .ci/run), where a missing browser is a fai
 """
 
 import contextlib
+import math
 import os
 import pathlib
 import shutil
@@ -226,6 +227,7 @@ def test_the_frontier_panel_draws_every_run_and_each_frontier_and_shows_samples_
         labels = [r["label"] for a in want["algos"] for r in a["runs"]]
         points = _wait(browser, "#frontier-charts circle.point", 2 * (len(labels) + 1))
         assert len(points) == 2 * (len(labels) + 1)  # every run and the SFT model, on reward and on gold
+        assert all(math.isfinite(float(p.get_attribute(xy))) for p in points for xy in ("cx", "cy"))  # KL < 0 too
         reward_chart, gold_chart = browser.find_elements(By.CSS_SELECTOR, "#frontier-charts .chart")
         for chart, line in ((reward_chart, "frontier"), (gold_chart, "gold_line")):
             lines = [p.get_attribute("points").split() for p in chart.find_elements(By.CSS_SELECTOR, "polyline")]

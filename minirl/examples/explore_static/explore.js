@@ -176,7 +176,7 @@ $("ppo-form").addEventListener("submit", async (event) => {
 // An SVG line chart. Each series has points [[x, y], …] and a color; optionally err (± per point, drawn as
 // bars), dots (clickable markers instead of a line), dash, label(i) (a point's tooltip), tag(i) (text written
 // beside the point), key(i) (its data-key) and pick(i) (called when point i is clicked). Options: vlines (x
-// values drawn as dotted vertical lines, each labelled), sqrtX (place x at √x, for x ≥ 0, so small values
+// values drawn as dotted vertical lines, each labelled), sqrtX (place x at sign(x)·√|x|, so small values
 // spread out; labels stay in x) and the chart's width and height in SVG units.
 function lineChart(title, series, xLabel, {vlines = [], sqrtX = false, width = 420, height = 220} = {}) {
   const W = width, H = height, L = 52, R = 10, T = 10, B = 30;
@@ -187,9 +187,10 @@ function lineChart(title, series, xLabel, {vlines = [], sqrtX = false, width = 4
   const xs = pts.map((p) => p[0]).concat(vlines), ys = pts.map((p) => p[1]);
   let [x0, x1, y0, y1] = [Math.min(...xs), Math.max(...xs), Math.min(...ys), Math.max(...ys)];
   if (x1 === x0) x1 = x0 + 1; if (y1 === y0) { y0 -= 1; y1 += 1; }
-  const fx = sqrtX ? Math.sqrt : (x) => x;
+  const fx = sqrtX ? (x) => Math.sign(x) * Math.sqrt(Math.abs(x)) : (x) => x;  // a k1 KL can dip below 0
+  const fxInverse = sqrtX ? (u) => Math.sign(u) * u * u : (u) => u;
   if (series.some((s) => s.tag)) {  // room for the tags of the rightmost and topmost points
-    x1 = sqrtX ? (1.06 * fx(x1) - 0.06 * fx(x0)) ** 2 : x1 + (x1 - x0) * 0.06; y1 += (y1 - y0) * 0.06;
+    x1 = fxInverse(fx(x1) + (fx(x1) - fx(x0)) * 0.06); y1 += (y1 - y0) * 0.06;
   }
   const px = (x) => L + (fx(x) - fx(x0)) / (fx(x1) - fx(x0)) * (W - L - R);
   const py = (y) => H - B - (y - y0) / (y1 - y0) * (H - T - B);
