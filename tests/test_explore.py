@@ -1,7 +1,9 @@
-"""The explorer's numbers (minirl.examples.explorer) and its Flask app, on a tiny finished run."""
+"""The explorer's numbers (minirl.examples.explorer) and its Flask app, on a tiny finished run and on a
+frontier sweep's folder made from its stages."""
 
 import json
 import math
+import pathlib
 import shutil
 import threading
 
@@ -10,6 +12,8 @@ import pytest
 
 from minirl.examples.explore import create_app, main
 from minirl.examples.explorer import Explorer, InputError
+from minirl.examples.frontier import matched_kl
+from minirl.examples.frontier_report import closest_runs, verdict
 from minirl.examples.overoptimization_report import verdicts
 from minirl.examples.run_folder import RunFolder, RunFolderError
 from minirl.rl.overoptimization import best_of_n_means, fit_gold_curve, gold_falls
@@ -250,3 +254,139 @@ def test_the_lab_panel_sends_a_flat_fit_as_null_and_a_broken_summary_as_one_sent
                                               f"rerun `{command}` to rewrite it.")
     path.write_text("{not json")
     assert "cannot be read (JSONDecodeError" in client.post("/api/lab").get_json()["error"]
+
+
+FRONTIER_RUNS = {"ppo": ("ppo.kl_coef", "β", [(0.2, 1.5, 0.45), (0.05, 5.0, 0.7), (0.0, 12.0, 0.65)]),
+                 "trpo": ("trpo.max_kl", "δ", [(0.005, -0.05, 0.26), (0.02, 6.0, 0.6)]),
+                 "best_of_n": ("best_of_n.n", "n", [(4, 9.0, 0.8), (8, 7.0, 0.75)])}
+"""algorithm -> (knob, symbol, [(value, KL, reward)]): PPO's β = 0 run is dominated (more KL, less reward);
+TRPO's δ = 0.005 run has a k1 KL just below 0, as a run that barely moved can"""
+
+
+def write_frontier_summary(folder, proxy: bool = True, config: dict | None = None, stages=()) -> dict:
+    """<folder>/frontier/summary.json with the fields `frontier.run_frontier` writes, its numbers made by the
+    sweep's own functions (`matched_kl`, `verdict`, `closest_runs`) from the made-up runs of FRONTIER_RUNS;
+    under a proxy reward each run also has a gold score. One sample carries HTML, which the page must show
+    as text."""
+    sft = {"reward": 0.25, "gold": 0.1 if proxy else None, "kl_to_sft": 0.0, "response_length": 20.0,
+           "distinct_2": 0.9, "fraction_positive": 0.5, "samples": ["sft sample 0", "sft sample 1"]}
+    runs = []
+    for algo, (knob, symbol, values) in FRONTIER_RUNS.items():
+        for j, (value, kl, reward) in enumerate(values):
+            runs.append({"algo": algo, "knob": knob, "symbol": symbol, "value": value, "reward": reward,
+                         "gold": 0.3 + 0.05 * j - 0.01 * kl if proxy else None, "kl_to_sft": kl,
+                         "response_length": 18.0 + j, "distinct_2": 0.8 - 0.1 * j, "fraction_positive": 0.7,
+                         "samples": [f"{algo} {symbol}={value:g}, sample {i}" + (" <b>not bold</b>" if i == 0 else "")
+                                     for i in range(3)],
+                         "seconds": 1.0, "sampled_tokens": 1000 + j, "iterations": 5, "stage": f"frontier_{algo}-{j}"})
+    summary = {"config": config or {}, "frontier_config": {}, "reward": "rlaif" if proxy else "vader",
+               "gold": "vader" if proxy else None, "token_budget": 30000, "dpo_steps": 10, "sft": sft, "runs": runs,
+               "matched": matched_kl(runs, sft, [2.0, 4.0, 8.0], proxy)}
+    summary.update(verdict=verdict(summary), samples=closest_runs(summary), stages=list(stages), plot=None,
+                   table=None, total_seconds=1.0)
+    (folder / "frontier").mkdir(exist_ok=True)
+    (folder / "frontier" / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+@pytest.fixture(params=[True, False], ids=["proxy", "vader"])
+def frontier_summary(tiny_run, request):
+    """The frontier sweep's summary in the shared run folder for one test (with and without gold), removed after."""
+    yield write_frontier_summary(tiny_run, proxy=request.param)
+    shutil.rmtree(tiny_run / "frontier")
+
+
+def test_the_frontier_panel_without_the_sweep_gives_its_command(client, tiny_run):
+    out = client.post("/api/frontier").get_json()
+    assert out == {"available": False, "command": f"python -m minirl.examples.frontier --out {tiny_run}"}
+
+
+def test_the_frontier_panel_gives_every_run_each_frontier_and_the_matched_kls(client, frontier_summary):
+    out = client.post("/api/frontier").get_json()
+    proxy, matched = frontier_summary["gold"] is not None, frontier_summary["matched"]
+    assert out["available"] and out["gold"] == frontier_summary["gold"] and out["kls"] == [2.0, 4.0, 8.0]
+    assert [a["algo"] for a in out["algos"]] == list(FRONTIER_RUNS) and out["best"] == matched["best"]
+    assert out["verdict"] == frontier_summary["verdict"] and out["sft"]["samples"] == frontier_summary["sft"]["samples"]
+    for a in out["algos"]:
+        knob, symbol, values = FRONTIER_RUNS[a["algo"]]
+        assert a["symbol"] == symbol and [r["label"] for r in a["runs"]] == [f"{symbol}={v:g}" for v, _, _ in values]
+        assert [(r["kl_to_sft"], r["reward"]) for r in a["runs"]] == [(kl, reward) for _, kl, reward in values]
+        sent = [r for r in frontier_summary["runs"] if r["algo"] == a["algo"]]
+        assert [r["samples"] for r in a["runs"]] == [r["samples"] for r in sent]
+        assert [r["distinct_2"] for r in a["runs"]] == [r["distinct_2"] for r in sent]
+        m = matched["algos"][a["algo"]]
+        assert a["frontier"] == [list(p) for p in zip(m["frontier_kl"], m["frontier_reward"])]
+        assert (a["reward"], a["reward_per_nat"], a["kl_range"]) == (m["reward"], m["reward_per_nat"], m["kl_range"])
+        if proxy:  # gold through the runs in KL order, not made monotone
+            assert a["gold_line"] == sorted([r["kl_to_sft"], r["gold"]] for r in sent) and a["gold"] == m["gold"]
+        else:
+            assert a["gold_line"] == [] and a["gold"] is None
+    ppo = out["algos"][0]
+    assert ppo["frontier"] == [[1.5, 0.45], [5.0, 0.7], [12.0, 0.7]]  # the β = 0 run is dominated
+
+
+def test_the_frontier_panel_refuses_a_broken_summary_in_one_sentence(client, tiny_run, frontier_summary):
+    path = tiny_run / "frontier" / "summary.json"
+    command = f"python -m minirl.examples.frontier --out {tiny_run}"
+    trpo = frontier_summary["matched"]["algos"]["trpo"]
+    for why, broken in (
+            ("KeyError: 'matched'", {k: v for k, v in frontier_summary.items() if k != "matched"}),
+            ("ValueError: matched.algos.trpo.reward has 2 values for 3 matched KLs",
+             {**frontier_summary, "matched": {**frontier_summary["matched"], "algos": {
+                 **frontier_summary["matched"]["algos"], "trpo": {**trpo, "reward": trpo["reward"][:2]}}}}),
+            ("ValueError: runs has dpo, which matched.algos lacks",
+             {**frontier_summary, "runs": frontier_summary["runs"] + [{**frontier_summary["runs"][0], "algo": "dpo"}]}),
+            ("KeyError: 'samples'", {**frontier_summary, "runs": [
+                {k: v for k, v in frontier_summary["runs"][0].items() if k != "samples"}]})):
+        path.write_text(json.dumps(broken))
+        answer = client.post("/api/frontier")
+        assert answer.status_code == 400
+        assert answer.get_json()["error"] == f"{path} cannot be read ({why}); rerun `{command}` to rewrite it."
+    path.write_text("{not json")
+    assert "cannot be read (JSONDecodeError" in client.post("/api/frontier").get_json()["error"]
+
+
+def make_sweep_folder(tiny_run, folder):
+    """A frontier sweep's --out: the tiny run's tokenizer, pretraining, SFT and reward stages (copied) and a
+    frontier/summary.json naming them, but no happy_gpt summary and no rl_* stage."""
+    happy = json.loads((tiny_run / "summary.json").read_text())
+    stages = [s for s in happy["stages"] if not s["name"].startswith("rl_")]
+    for stage in stages:
+        shutil.copytree(tiny_run / pathlib.Path(stage["dir"]).name, folder / pathlib.Path(stage["dir"]).name)
+    return write_frontier_summary(folder, config=happy["config"], stages=stages)
+
+
+@pytest.fixture(scope="module")
+def sweep_folder(tiny_run, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("sweep") / "run"
+    folder.mkdir()
+    make_sweep_folder(tiny_run, folder)
+    return folder
+
+
+def test_a_frontier_sweeps_folder_opens_without_an_rl_policy(sweep_folder, tiny_run):
+    run = RunFolder.open(sweep_folder)
+    assert sorted(run.models) == ["pretrained", "sft"] and run.value_model is None
+    assert run.reward_model is not None  # the sweep's learned reward, as the tiny run's
+    command = f"python -m minirl.examples.happy_gpt --out {sweep_folder}"
+    assert run.missing_policy == (f"{sweep_folder} holds a frontier sweep but no happy_gpt RL policy: run `{command}` "
+                                  "with the sweep's flags (it reuses the tokenizer, pretraining and SFT it shares), "
+                                  "then reload the page.")
+    client = create_app(Explorer(run)).test_client()
+    overview = client.post("/api/overview").get_json()
+    assert overview["missing_policy"] == run.missing_policy and overview["models"] == {}
+    answers = client.post("/api/generate", json={"prompt": "I love", "max_new_tokens": 6}).get_json()["answers"]
+    assert [a["model"] for a in answers] == ["pretrained", "sft"]
+    for name in ("ledger", "ppo_step"):
+        answer = client.post(f"/api/{name}")
+        assert answer.status_code == 400 and answer.get_json()["error"] == run.missing_policy
+    assert client.post("/api/frontier").get_json()["available"]
+    assert client.post("/api/reward_model", json={"text": "thanks"}).status_code == 200
+
+
+def test_a_sweeps_folder_with_a_broken_summary_names_the_sweeps_command(tmp_path):
+    (tmp_path / "frontier").mkdir()
+    (tmp_path / "frontier" / "summary.json").write_text("{}")
+    with pytest.raises(RunFolderError, match=r"frontier/summary.json cannot be read \('config'\); rerun "
+                                             r"`python -m minirl.examples.frontier --out "):
+        RunFolder.open(tmp_path)

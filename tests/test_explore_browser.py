@@ -2,12 +2,15 @@
 
 A person's path: type a prompt, click Generate, read three answers with their numbers, open the
 ledger, step GAE backward, take a PPO step, look at the curves and the reward model; then the
-Goodhart lab panel, first without the lab (the command), then over a lab summary. The numbers on
+Goodhart lab and Frontier panels, first without their sweep (the command), then over a summary; then
+a frontier sweep's folder, which has no RL policy. The numbers on
 the page must be the ones the Python API gives for the same seed. Screenshots go to
 $MINIRL_SCREENSHOTS (default: the test's tmp folder). Without Chromium the test skips, except
 when MINIRL_REQUIRE_BROWSER=1 (set by .ci/run), where a missing browser is a failure.
 """
 
+import contextlib
+import math
 import os
 import pathlib
 import shutil
@@ -18,7 +21,7 @@ import pytest
 from minirl.examples.explore import create_app
 from minirl.examples.explorer import Explorer
 from minirl.examples.run_folder import RunFolder
-from tests.test_explore import write_lab_summary
+from tests.test_explore import make_sweep_folder, write_frontier_summary, write_lab_summary
 
 pytest.importorskip("flask", reason="the explorer needs Flask (pip install -e '.[app]')")
 REQUIRED = os.environ.get("MINIRL_REQUIRE_BROWSER") == "1"
@@ -46,21 +49,28 @@ def _browser():
     return webdriver.Chrome(service=Service(executable_path=driver), options=options)
 
 
-@pytest.fixture(scope="module")
-def page(request):
+@contextlib.contextmanager
+def _serving(explorer):
+    """The explorer's app on a free local port, for as long as the block runs; yields its URL."""
     from werkzeug.serving import make_server
 
+    server = make_server("127.0.0.1", 0, create_app(explorer), threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}/"
+    finally:
+        server.shutdown()
+        thread.join()
+
+
+@pytest.fixture(scope="module")
+def page(request):
     browser = _browser()  # first: without one, skip before the run folder is made
     try:
         explorer = Explorer(RunFolder.open(request.getfixturevalue("tiny_run")))
-        server = make_server("127.0.0.1", 0, create_app(explorer), threaded=True)
-        thread = threading.Thread(target=server.serve_forever, daemon=True)
-        thread.start()
-        try:
-            yield browser, f"http://127.0.0.1:{server.server_port}/", explorer
-        finally:
-            server.shutdown()
-            thread.join()
+        with _serving(explorer) as url:
+            yield browser, url, explorer
     finally:
         browser.quit()
 
@@ -199,3 +209,74 @@ def test_the_goodhart_lab_panel_draws_every_point_and_shows_samples_on_click(pag
         browser.set_window_size(1400, 1000)
     finally:
         shutil.rmtree(explorer.run.path / "overoptimization", ignore_errors=True)
+
+
+def test_the_frontier_panel_draws_every_run_and_each_frontier_and_shows_samples_on_click(page, tmp_path):
+    from selenium.webdriver.common.by import By
+    browser, url, explorer = page
+    find = browser.find_element
+    browser.get(url)
+    find(By.CSS_SELECTOR, '.tab[data-panel="frontier"]').click()
+    command = _wait(browser, "#frontier-missing:not(.hidden) #frontier-command")[0].text
+    assert command == f"python -m minirl.examples.frontier --out {explorer.run.path}"
+    try:
+        summary = write_frontier_summary(explorer.run.path, proxy=True)
+        browser.get(url)
+        find(By.CSS_SELECTOR, '.tab[data-panel="frontier"]').click()
+        want = explorer.frontier()
+        labels = [r["label"] for a in want["algos"] for r in a["runs"]]
+        points = _wait(browser, "#frontier-charts circle.point", 2 * (len(labels) + 1))
+        assert len(points) == 2 * (len(labels) + 1)  # every run and the SFT model, on reward and on gold
+        assert all(math.isfinite(float(p.get_attribute(xy))) for p in points for xy in ("cx", "cy"))  # KL < 0 too
+        reward_chart, gold_chart = browser.find_elements(By.CSS_SELECTOR, "#frontier-charts .chart")
+        for chart, line in ((reward_chart, "frontier"), (gold_chart, "gold_line")):
+            lines = [p.get_attribute("points").split() for p in chart.find_elements(By.CSS_SELECTOR, "polyline")]
+            assert [len(p) for p in lines] == [len(a[line]) for a in want["algos"]]  # one line per algorithm
+            assert len(chart.find_elements(By.CSS_SELECTOR, "line.vline")) == len(want["kls"])  # the matched KLs
+        tags = [t.text for t in reward_chart.find_elements(By.CSS_SELECTOR, "text.point-tag")]
+        assert tags == labels + ["SFT"] and "δ=0.005" in tags
+        best = [td.text for td in browser.find_elements(By.CSS_SELECTOR, "#frontier-table td.best")]
+        by_algo = {a["algo"]: a for a in want["algos"]}
+        assert best == [f"★ {by_algo[b]['reward'][i]:.3f}" for i, b in enumerate(want["best"])]
+        assert find(By.ID, "frontier-verdict").text == summary["verdict"]
+        assert find(By.CSS_SELECTOR, "#frontier-samples .texts").text == "\n".join(summary["sft"]["samples"])
+        find(By.CSS_SELECTOR, '#frontier-charts circle.point[data-key="trpo-1"]').click()
+        _wait(browser, '#frontier-charts circle.point.picked[data-key="trpo-1"]', 2)  # on both charts
+        run = next(r for r in summary["runs"] if r["algo"] == "trpo" and r["value"] == 0.02)
+        assert find(By.ID, "frontier-samples-title").text == "trpo, δ = 0.02"
+        assert find(By.CSS_SELECTOR, "#frontier-samples .texts").text == "\n".join(run["samples"])  # <b> as text
+        assert not browser.find_elements(By.CSS_SELECTOR, "#frontier-samples b")
+        shown = find(By.CSS_SELECTOR, "#frontier-samples .sample div").text
+        assert f"KL to SFT {run['kl_to_sft']:.2f} nats, reward {run['reward']:.3f}, gold (vader) {run['gold']:.3f}" in shown
+        assert f"distinct-2 {run['distinct_2']:.3f}, length {run['response_length']:.1f} tokens" in shown
+        find(By.CSS_SELECTOR, '#frontier-algos input[value="ppo"]').click()  # hide one algorithm
+        assert len(browser.find_elements(By.CSS_SELECTOR, "#frontier-charts circle.point")) == 2 * (len(labels) - 2)
+        browser.set_window_size(1400, 2000)
+        find(By.ID, "panel-frontier").screenshot(str(_shots(tmp_path) / "explore_frontier.png"))
+        browser.set_window_size(1400, 1000)
+    finally:
+        shutil.rmtree(explorer.run.path / "frontier", ignore_errors=True)
+
+
+def test_a_frontier_sweeps_folder_shows_the_command_where_the_rl_policy_is_missing(page, tiny_run, tmp_path):
+    from selenium.webdriver.common.by import By
+    browser = page[0]
+    find = browser.find_element
+    folder = tmp_path / "sweep"
+    folder.mkdir()
+    make_sweep_folder(tiny_run, folder)
+    explorer = Explorer(RunFolder.open(folder))
+    with _serving(explorer) as url:
+        browser.get(url)
+        from selenium.webdriver.support.ui import WebDriverWait
+        WebDriverWait(browser, 30).until(lambda b: "frontier sweep" in b.find_element(By.ID, "run-info").text)
+        find(By.ID, "generate").click()
+        answers = _wait(browser, ".answer", 2)
+        assert [a.get_attribute("data-model") for a in answers] == ["pretrained", "sft"]
+        assert find(By.ID, "generate-missing").text == f"No RL policy to answer: {explorer.run.missing_policy}"
+        for name in ("ledger", "ppo"):
+            find(By.CSS_SELECTOR, f'.tab[data-panel="{name}"]').click()
+            assert find(By.ID, f"{name}-error").text == explorer.run.missing_policy
+            assert not find(By.ID, f"{name}-form").is_displayed()
+        find(By.CSS_SELECTOR, '.tab[data-panel="frontier"]').click()
+        assert len(_wait(browser, "#frontier-charts circle.point", 16)) == 16  # 7 runs and SFT, reward and gold

@@ -6,11 +6,15 @@
 Panels: Generate (the pretrained, SFT and RL models side by side, each token shaded by
 log π − log π_ref), Ledger (a rollout token by token, with GAE stepped backward), PPO step
 (one real minibatch update on a copy of the policy), Curves (every RL run in the folder),
-Reward model (when the run learned one), and Goodhart lab (the over-optimisation lab's curves,
-when `python -m minirl.examples.overoptimization` has run in the same folder). Every number
-comes from `explorer.py`, which calls minirl.rl and minirl.sampling (the lab's, from its
-summary.json, by minirl.rl.overoptimization); the page only displays them. It binds
-127.0.0.1 and serves its own three files and a JSON API, nothing from the run folder itself.
+Reward model (when the run learned one), Goodhart lab (the over-optimisation lab's curves,
+when `python -m minirl.examples.overoptimization` has run in the same folder), and Frontier
+(every run of `python -m minirl.examples.frontier` on reward against KL, each algorithm's
+frontier and the matched KLs). A frontier sweep's folder opens without a happy_gpt run: the
+panels that need the RL policy then show the command that makes it. Every number comes from
+`explorer.py`, which calls minirl.rl and minirl.sampling (the sweeps', from their
+summary.json, by minirl.rl.overoptimization and minirl.rl.frontier); the page only displays
+them. It binds 127.0.0.1 and serves its own three files and a JSON API, nothing from the run
+folder itself.
 """
 
 from __future__ import annotations
@@ -61,6 +65,7 @@ def create_app(explorer: Explorer):
         "curves": lambda q: explorer.curves(),
         "reward_model": lambda q: explorer.reward_model(q.get("text")),
         "lab": lambda q: explorer.lab(),
+        "frontier": lambda q: explorer.frontier(),
     }
     for name, work in routes.items():
         app.add_url_rule(f"/api/{name}", name, lambda work=work: answer(work), methods=["GET", "POST"])

@@ -5,10 +5,13 @@
     ex.ledger(rows=4, seed=0)       # one rollout of the RL policy, token by token, with GAE
     ex.ppo_step(seed=0, steps=1)    # one real minibatch update on a copy of the policy
     ex.lab()                        # the over-optimisation lab's curves, when it has run in the folder
+    ex.frontier()                   # the frontier sweep's runs and frontiers, when it has run in the folder
 
 Each method returns a JSON-able dict; the page (`explore_static/`) only displays it, so
 every number on it is one these functions computed. Bad input raises `InputError`
 with a sentence for the page. Calls run one at a time (a lock): the models are shared.
+A folder with no RL policy (a frontier sweep's) answers Generate with the pretrained and SFT
+models, and the Ledger and PPO step with the command that makes the policy.
 """
 
 from __future__ import annotations
@@ -22,12 +25,12 @@ import numpy as np
 
 from minirl import backend, optim
 from minirl.data import load_corpus, train_val_split
+from minirl.examples.explorer_sweeps import frontier_panel, lab_panel
 from minirl.examples.overoptimization_report import verdicts
 from minirl.examples.pipeline import copy_model
 from minirl.examples.run_folder import RunFolder
 from minirl.rl.advantages import gae, td_residuals
 from minirl.rl.losses import masked_mean, ppo_clip_per_token, ppo_policy_loss, ppo_value_loss
-from minirl.rl.overoptimization import gold_curve
 from minirl.rl.ppo import advantages_and_returns
 from minirl.rl.reward_health import reward_health_report
 from minirl.rl.rollout import collect_rollout, state_values
@@ -39,8 +42,6 @@ MAX_PROMPT_CHARS = 200
 CURVES = (("score_mean", "reward R"), ("kl_to_ref", "KL to π_ref (nats / response)"),
           ("entropy", "entropy (nats / token)"), ("response_length", "response length (tokens)"),
           ("value_loss", "value loss L_V"), ("explained_variance", "explained variance 1 − Var[R−V]/Var[R]"))
-FIT_POINTS = 60
-"""values of d at which the lab panel's fitted gold curves are evaluated"""
 
 
 class InputError(ValueError):
@@ -71,29 +72,6 @@ def _finite(value):
     return value
 
 
-def _fitted_curve(fit: dict | None, d_max: float) -> list[list[float]]:
-    """[d, Δgold] on FIT_POINTS values of d in [0, d_max], from the lab's fitted α and β (`gold_curve`:
-    best-of-n d(α − βd), RL d(α − β log d)); empty when there is no fit."""
-    if fit is None or not d_max > 0:
-        return []
-    d = np.linspace(0.0, d_max, FIT_POINTS)
-    return [[float(x), float(y)] for x, y in zip(d, gold_curve(d, fit["alpha"], fit["beta"], fit["form"]))]
-
-
-def _lab_proxy(size: str, info: dict, bon: dict, ppo: dict) -> dict:
-    """One proxy's best-of-n and PPO points, Δgold = gold − gold(d = 0) as the lab fits it, and the fits."""
-    columns = zip(bon["n"], bon["kl"], bon["d"], bon["gold"], bon["gold_stderr"], bon["proxy"], bon["proxy_stderr"])
-    bon_points = [{"n": n, "kl": kl, "d": d, "gold": g, "gold_stderr": g_se, "delta_gold": g - bon["gold"][0],
-                   "proxy": p, "proxy_stderr": p_se} for n, kl, d, g, g_se, p, p_se in columns]
-    evals = ppo["evals"]
-    ppo_points = [{**e, "delta_gold": e["gold"] - evals[0]["gold"]} for e in evals]
-    return {"size": size, "train_pairs": info.get("train_pairs"), "val_accuracy": info.get("val_accuracy"),
-            "best_of_n": {"points": bon_points, "fit": bon["fit"], "gold_falls": bon["gold_falls"],
-                          "fit_curve": _fitted_curve(bon["fit"], max(bon["d"]))},
-            "ppo": {"points": ppo_points, "fit": ppo["fit"], "gold_falls": ppo["gold_falls"],
-                    "fit_curve": _fitted_curve(ppo["fit"], max(e["d"] for e in evals))}}
-
-
 class Explorer:
     def __init__(self, run: RunFolder):
         self.run = run
@@ -113,11 +91,18 @@ class Explorer:
             raise InputError(f"the prompt is {len(text)} characters; keep it under {MAX_PROMPT_CHARS}.")
         return [self.tok.eot_id] + self.tok.encode(text)
 
+    def _policy(self):
+        """The RL policy, or an InputError with the command that makes it."""
+        if self.run.missing_policy:
+            raise InputError(self.run.missing_policy)
+        return self.run.models["rl"]
+
     def overview(self) -> dict:
         """What the page says about the run before any request: its settings and final table."""
         s = self.run.summary
         return {"folder": str(self.run.path), "algo": self.run.rl["algo"], "reward": self.run.reward_kind,
-                "models": s.get("models", {}), "block_size": self.run.models["rl"].config.block_size,
+                "models": s.get("models", {}), "block_size": self.run.models["sft"].config.block_size,
+                "missing_policy": self.run.missing_policy,
                 "max_new_tokens": self.run.rl["max_new_tokens"], "has_value_model": self.run.value_model is not None,
                 "has_reward_model": self.run.reward_model is not None,
                 "ppo": {k: getattr(self.run.ppo, k) for k in ("kl_coef", "kl_estimator", "gamma", "lam", "clip_eps",
@@ -130,7 +115,7 @@ class Explorer:
         ids = self._prompt(prompt)
         temperature = _number(temperature, "temperature", 0.05, 5.0)
         top_k = _number(top_k, "top-k", 0, self.tok.vocab_size, integer=True)
-        block = self.run.models["rl"].config.block_size
+        block = self.run.models["sft"].config.block_size
         max_new_tokens = _number(max_new_tokens, "length", 1, block - 1, integer=True)
         seed = _number(seed, "seed", 0, 2**31 - 1, integer=True)
         if len(ids) + max_new_tokens > block:
@@ -139,7 +124,7 @@ class Explorer:
         ref = self.run.models["sft"]
         answers = []
         with self.lock:
-            for key, label in MODELS:
+            for key, label in ((k, name) for k, name in MODELS if k in self.run.models):
                 model = self.run.models[key]
                 gen = generate(model, [ids], max_new_tokens, temperature=temperature, top_k=top_k or None,
                                eot_id=self.tok.eot_id, rng=backend.rng(seed))
@@ -161,15 +146,17 @@ class Explorer:
                                             "diff": float(a - b)}
                                            for t, a, b in zip(response, logp[mask], ref_logp[mask])]})
         return {"prompt": prompt, "prompt_tokens": len(ids) - 1, "temperature": temperature, "top_k": top_k,
-                "seed": seed, "reward_kind": self.run.reward_kind, "answers": answers}
+                "seed": seed, "reward_kind": self.run.reward_kind, "answers": answers,
+                "missing_policy": self.run.missing_policy}
 
     def _rollout(self, rows: int, seed: int, prompt=None):
+        policy = self._policy()
         ids = self._prompt(prompt) if prompt else [self.tok.eot_id]
         ppo = self.run.ppo
-        max_new = min(self.run.rl["max_new_tokens"], self.run.models["rl"].config.block_size - len(ids))
+        max_new = min(self.run.rl["max_new_tokens"], policy.config.block_size - len(ids))
         if max_new < 1:
             raise InputError("the prompt fills the model's context: shorten it.")
-        return collect_rollout(self.run.models["rl"], [ids] * rows, self.run.reward_fn,
+        return collect_rollout(policy, [ids] * rows, self.run.reward_fn,
                                ref_model=self.run.models["sft"],
                                decode=self.tok.decode, eot_id=self.tok.eot_id, max_new_tokens=max_new,
                                kl_coef=ppo.kl_coef, kl_estimator=ppo.kl_estimator, value_model=self.run.value_model,
@@ -230,7 +217,7 @@ class Explorer:
         rows = ppo.minibatch_size if rows is None else _number(rows, "rows", 1, 16, integer=True)
         with self.lock:
             rollout = self._rollout(rows, seed)
-            policy = copy_model(self.run.models["rl"]).eval()
+            policy = copy_model(self._policy()).eval()
             value_model = copy_model(self.run.value_model).eval() if self.run.value_model is not None else None
             params = policy.parameters() + (value_model.parameters() if value_model is not None else [])
             opt = optim.AdamW(params, lr=self.run.rl["lr"], weight_decay=0.0)
@@ -301,8 +288,7 @@ class Explorer:
             summary = self.run.lab_summary()
             if summary is None:
                 return {"available": False, "command": command}
-            proxies = [_lab_proxy(size, info, summary["best_of_n"][size], summary["ppo"][size])
-                       for size, info in summary["proxies"].items()]
+            proxies = lab_panel(summary)
             lines = verdicts(summary)
             last, kl_coef = len(proxies[-1]["ppo"]["points"]) - 1, summary["lab"]["kl_coef"]
         except (ValueError, KeyError, TypeError, IndexError) as e:
@@ -311,6 +297,22 @@ class Explorer:
         return _finite({"available": True, "command": command, "kl_coef": kl_coef,
                         "proxies": proxies, "verdicts": lines,
                         "samples_at": {"size": proxies[-1]["size"], "points": sorted({0, last // 2, last})}})
+
+    def frontier(self) -> dict:
+        """The frontier sweep's results when it has run in this folder (its summary.json, every number from
+        `minirl.rl.frontier`): each algorithm's runs as points labelled with their knob, its monotone frontier,
+        its reward and reward per nat at the matched KLs with the best at each, gold under a proxy reward,
+        the verdict, and every run's samples. Without the file: the command that makes it."""
+        command = f"python -m minirl.examples.frontier --out {shlex.quote(str(self.run.path))}"
+        try:
+            summary = self.run.frontier_summary()
+            if summary is None:
+                return {"available": False, "command": command}
+            panel = frontier_panel(summary)
+        except (ValueError, KeyError, TypeError, IndexError) as e:
+            raise InputError(f"{self.run.path / 'frontier' / 'summary.json'} cannot be read "
+                             f"({type(e).__name__}: {e}); rerun `{command}` to rewrite it.") from None
+        return _finite({"available": True, "command": command, **panel})
 
     def reward_model(self, text) -> dict:
         """R(x, y) of `text` under the run's learned reward model, and its health report

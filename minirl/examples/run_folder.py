@@ -6,7 +6,9 @@
 Everything is found *inside* the folder: stage folders are located by name under it
 (never by a path read from a file), checkpoints load with allow_pickle=False, and a
 missing or unfinished run is refused with the stage that is missing and the command
-that makes it.
+that makes it. A folder holding only a frontier sweep (`python -m minirl.examples.frontier`)
+opens from the sweep's summary, with the pretrained and SFT models but no RL policy:
+`missing_policy` then says which command makes one.
 """
 
 from __future__ import annotations
@@ -79,7 +81,8 @@ class RunFolder:
     """its summary.json"""
     tokenizer: Tokenizer
     models: dict
-    """pretrained, sft (= π_ref) and rl (the final policy), each a GPT in eval mode"""
+    """pretrained, sft (= π_ref) and rl (the final policy; absent when `missing_policy` says why), each a GPT
+    in eval mode"""
     value_model: ScalarHeadModel | None
     """PPO's critic V(s_t), or None when the algorithm has none"""
     reward_model: ScalarHeadModel | None
@@ -90,6 +93,8 @@ class RunFolder:
     """the run's PPO settings: β, γ, λ, ε, τ (the ledger and the PPO step use them)"""
     rl: dict
     """the run's RL settings (algo, lr, max_new_tokens, ...), as stored"""
+    missing_policy: str | None = None
+    """why `models` has no "rl" policy and the command that makes one (a frontier sweep's folder), else None"""
 
     @property
     def reward_kind(self) -> str:
@@ -103,27 +108,42 @@ class RunFolder:
             raise RunFolderError(f"no run folder at {out}: run `{command}` to make one "
                                  "(add --quick for a small model in about a minute).")
         summary_path = folder / "summary.json"
-        if not summary_path.is_file():
-            found = [name for name in STAGES if _finished(folder, name if name != "rl" else "rl_*")]
-            missing = next((name for name in STAGES if name not in found), "report")
-            if (folder / "compare" / "summary.json").is_file():
-                raise RunFolderError(f"{out} holds a compare run but no happy_gpt run, which the explorer opens: "
-                                     f"run `{command}` with the same flags (it reuses the stages they share).")
-            raise RunFolderError(f"{out} holds no finished happy_gpt run: the {missing} stage has not finished "
-                                 f"(finished: {', '.join(found) or 'none'}). Run `{command}` with the same flags "
-                                 "to finish it; finished stages are reused.")
+        if summary_path.is_file():
+            return cls._load(folder, summary_path, command, missing_policy=None)
+        sweep = folder / "frontier" / "summary.json"
+        if sweep.is_file():
+            why = (f"{out} holds a frontier sweep but no happy_gpt RL policy: run `{command}` with the sweep's "
+                   "flags (it reuses the tokenizer, pretraining and SFT it shares), then reload the page.")
+            return cls._load(folder, sweep, f"python -m minirl.examples.frontier --out {shlex.quote(str(out))}",
+                             missing_policy=why)
+        found = [name for name in STAGES if _finished(folder, name if name != "rl" else "rl_*")]
+        missing = next((name for name in STAGES if name not in found), "report")
+        if (folder / "compare" / "summary.json").is_file():
+            raise RunFolderError(f"{out} holds a compare run but no happy_gpt run, which the explorer opens: "
+                                 f"run `{command}` with the same flags (it reuses the stages they share).")
+        raise RunFolderError(f"{out} holds no finished happy_gpt run: the {missing} stage has not finished "
+                             f"(finished: {', '.join(found) or 'none'}). Run `{command}` with the same flags "
+                             "to finish it; finished stages are reused.")
+
+    @classmethod
+    def _load(cls, folder: pathlib.Path, summary_path: pathlib.Path, command: str,
+              missing_policy: str | None) -> RunFolder:
+        """The run whose config and stages `summary_path` records; its RL policy too unless `missing_policy`."""
         try:
             summary = json.loads(summary_path.read_text())
             config = summary["config"]
+            rl = config["rl"]
+            reward_kind = config["run"]["reward"]
         except (ValueError, KeyError, TypeError) as e:
             raise RunFolderError(f"{summary_path} cannot be read ({e}); rerun `{command}` to rewrite it.") from None
-        rl = config["rl"]
         tokenizer = Tokenizer.load(_stage_dir(folder, summary, "tokenizer") / "tokenizer.tiktoken")
-        rl_dir = _stage_dir(folder, summary, f"rl_{rl['algo']}")
         models = {"pretrained": _load_gpt(_stage_dir(folder, summary, "pretrain") / "ckpt.npz"),
-                  "sft": _load_gpt(_stage_dir(folder, summary, "sft") / "ckpt.npz"),
-                  "rl": _load_gpt(rl_dir / "policy.npz")}
-        reward_kind = config["run"]["reward"]
+                  "sft": _load_gpt(_stage_dir(folder, summary, "sft") / "ckpt.npz")}
+        value_model = None
+        if missing_policy is None:
+            rl_dir = _stage_dir(folder, summary, f"rl_{rl['algo']}")
+            models["rl"] = _load_gpt(rl_dir / "policy.npz")
+            value_model = _value_model(rl_dir / "rl.npz")
         reward_model, reward_fn = None, vader_reward
         if reward_kind != "vader":
             reward_model = ScalarHeadModel(models["sft"].config)
@@ -131,8 +151,8 @@ class RunFolder:
                     restore_rng=False)
             reward_model.eval()
             reward_fn = reward_fn_from_model(reward_model, tokenizer)
-        return cls(folder, summary, tokenizer, models, _value_model(rl_dir / "rl.npz"), reward_model, reward_fn,
-                   PPOConfig(**rl["ppo"]), rl)
+        return cls(folder, summary, tokenizer, models, value_model, reward_model, reward_fn, PPOConfig(**rl["ppo"]), rl,
+                   missing_policy)
 
     def stage_logs(self) -> dict[str, pathlib.Path]:
         """metrics.jsonl of every finished RL stage in the folder (happy_gpt's rl_* and compare's compare_*)."""
@@ -157,4 +177,10 @@ class RunFolder:
         """overoptimization/summary.json when `python -m minirl.examples.overoptimization` has run here,
         else None. A file that is not JSON raises ValueError."""
         path = self.path / "overoptimization" / "summary.json"
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    def frontier_summary(self) -> dict | None:
+        """frontier/summary.json when `python -m minirl.examples.frontier` has run here, else None. A file that
+        is not JSON raises ValueError."""
+        path = self.path / "frontier" / "summary.json"
         return json.loads(path.read_text()) if path.is_file() else None

@@ -44,6 +44,7 @@ for (const tab of document.querySelectorAll(".tab")) {
     document.querySelectorAll(".panel").forEach((p) => p.classList.toggle("active", p.id === `panel-${tab.dataset.panel}`));
     if (tab.dataset.panel === "curves" && !$("charts").hasChildNodes()) loadCurves();
     if (tab.dataset.panel === "lab" && !lab) loadLab();
+    if (tab.dataset.panel === "frontier" && !frontier) loadFrontier();
   });
 }
 
@@ -173,18 +174,26 @@ $("ppo-form").addEventListener("submit", async (event) => {
 
 // ---- Curves ----
 // An SVG line chart. Each series has points [[x, y], …] and a color; optionally err (± per point, drawn as
-// bars), dots (clickable markers instead of a line), dash, label(i) (a point's tooltip), key(i) (its data-key)
-// and pick(i) (called when point i is clicked).
-function lineChart(title, series, xLabel) {
-  const W = 420, H = 220, L = 52, R = 10, T = 10, B = 30;
+// bars), dots (clickable markers instead of a line), dash, label(i) (a point's tooltip), tag(i) (text written
+// beside the point), key(i) (its data-key) and pick(i) (called when point i is clicked). Options: vlines (x
+// values drawn as dotted vertical lines, each labelled), sqrtX (place x at sign(x)·√|x|, so small values
+// spread out; labels stay in x) and the chart's width and height in SVG units.
+function lineChart(title, series, xLabel, {vlines = [], sqrtX = false, width = 420, height = 220} = {}) {
+  const W = width, H = height, L = 52, R = 10, T = 10, B = 30;
   const err = (s, i) => (s.err && s.err[i]) || 0;
   const pts = series.flatMap((s) => s.points.flatMap((p, i) => [[p[0], p[1] - err(s, i)], [p[0], p[1] + err(s, i)]]));
   const box = el("div", {class: "chart"}, el("h4", {text: title}));
   if (!pts.length) { box.append(el("p", {class: "note", text: "not logged by these runs"})); return box; }
-  const xs = pts.map((p) => p[0]), ys = pts.map((p) => p[1]);
+  const xs = pts.map((p) => p[0]).concat(vlines), ys = pts.map((p) => p[1]);
   let [x0, x1, y0, y1] = [Math.min(...xs), Math.max(...xs), Math.min(...ys), Math.max(...ys)];
   if (x1 === x0) x1 = x0 + 1; if (y1 === y0) { y0 -= 1; y1 += 1; }
-  const px = (x) => L + (x - x0) / (x1 - x0) * (W - L - R), py = (y) => H - B - (y - y0) / (y1 - y0) * (H - T - B);
+  const fx = sqrtX ? (x) => Math.sign(x) * Math.sqrt(Math.abs(x)) : (x) => x;  // a k1 KL can dip below 0
+  const fxInverse = sqrtX ? (u) => Math.sign(u) * u * u : (u) => u;
+  if (series.some((s) => s.tag)) {  // room for the tags of the rightmost and topmost points
+    x1 = fxInverse(fx(x1) + (fx(x1) - fx(x0)) * 0.06); y1 += (y1 - y0) * 0.06;
+  }
+  const px = (x) => L + (fx(x) - fx(x0)) / (fx(x1) - fx(x0)) * (W - L - R);
+  const py = (y) => H - B - (y - y0) / (y1 - y0) * (H - T - B);
   const tick = (v) => (Number.isInteger(v) ? String(v) : v.toPrecision(3));
   const ns = "http://www.w3.org/2000/svg";
   const svg = document.createElementNS(ns, "svg");
@@ -197,6 +206,10 @@ function lineChart(title, series, xLabel) {
   for (const [v, y] of [[y0, H - B], [y1, T + 9]]) add("text", {x: L - 4, y, "text-anchor": "end"}, v.toPrecision(3));
   add("text", {x: L, y: H - 12}, tick(x0)); add("text", {x: W - R, y: H - 12, "text-anchor": "end"}, tick(x1));
   add("text", {x: (L + W) / 2, y: H - 4, "text-anchor": "middle"}, xLabel);
+  for (const v of vlines) {
+    add("line", {x1: px(v), x2: px(v), y1: T, y2: H - B, stroke: "#8a919e", "stroke-dasharray": "2 3", class: "vline"});
+    add("text", {x: px(v) + 3, y: T + 11}, tick(v));
+  }
   for (const s of series) {
     if (!s.dots) {
       if (s.points.length === 1) add("circle", {cx: px(s.points[0][0]), cy: py(s.points[0][1]), r: 3, fill: s.color});
@@ -210,6 +223,7 @@ function lineChart(title, series, xLabel) {
         add("line", {x1: a, y1: b, x2: c, y2: d, stroke: s.color, "stroke-width": 1.2, class: "err"});
       const dot = add("circle", {cx: x, cy: py(p[1]), r: 4, fill: s.color, class: "point", "data-key": s.key ? s.key(i) : ""});
       if (s.label) add("title", {}, s.label(i), dot);
+      if (s.tag) add("text", {x: x + 5, y: py(p[1]) - 5, style: `fill: ${s.color}`, class: "point-tag"}, s.tag(i));
       if (s.pick) dot.addEventListener("click", () => s.pick(i));
     });
   }
@@ -352,6 +366,92 @@ async function loadLab() {
   $("lab-samples").replaceChildren(...data.samples_at.points.map((i) => evaluationBlock(proxy.size, proxy.ppo.points[i])));
 }
 
+// ---- Frontier ----
+let frontier = null;
+const KL_LABEL = "KL(π ‖ π_sft), nats per response (placed at √KL)";
+const SFT_COLOR = "#1d2330";
+
+// One model's figures and the samples the sweep kept (as text, never as HTML).
+function runBlock(r) {
+  const gold = frontier.gold ? `, gold (${frontier.gold}) ${fmt(r.gold, 3)}` : "";
+  return el("div", {class: "sample"},
+    el("div", {text: `KL to SFT ${fmt(r.kl_to_sft, 2)} nats, reward ${fmt(r.reward, 3)}${gold}, ` +
+                     `distinct-2 ${fmt(r.distinct_2, 3)}, length ${fmt(r.response_length, 1)} tokens`}),
+    el("div", {class: "texts", text: r.samples.join("\n")}));
+}
+
+function showRun(key, title, r, note) {
+  document.querySelectorAll("#frontier-charts .point.picked").forEach((c) => c.classList.remove("picked"));
+  document.querySelectorAll(`#frontier-charts .point[data-key="${key}"]`).forEach((c) => c.classList.add("picked"));
+  $("frontier-samples-title").textContent = title;
+  $("frontier-samples").replaceChildren(runBlock(r), el("p", {class: "note", text: note}));
+}
+
+const showSft = () => showRun("sft", "The SFT model (π_sft, where every run starts)", frontier.sft,
+                              "Click a run's point for its samples.");
+
+function drawFrontier() {
+  const chosen = new Set([...document.querySelectorAll("#frontier-algos input:checked")].map((b) => b.value));
+  const shown = frontier.algos.map((a, k) => ({a, color: COLORS[k % COLORS.length]})).filter(({a}) => chosen.has(a.algo));
+  const chart = (title, key, lineOf) => lineChart(title, [...shown.flatMap(({a, color}) => [
+    {points: lineOf(a), color},
+    {points: a.runs.map((r) => [r.kl_to_sft, r[key]]), color, dots: true, tag: (i) => a.runs[i].label,
+     label: (i) => `${a.algo}, ${a.runs[i].label}\nKL ${fmt(a.runs[i].kl_to_sft, 2)}, ${key} ${fmt(a.runs[i][key], 3)}`,
+     key: (i) => `${a.algo}-${i}`,
+     pick: (i) => showRun(`${a.algo}-${i}`, `${a.algo}, ${a.runs[i].symbol} = ${a.runs[i].value}`, a.runs[i],
+                          `${a.runs[i].sampled_tokens} response tokens sampled in ${a.runs[i].iterations} iterations.`)}]),
+    {points: [[frontier.sft.kl_to_sft, frontier.sft[key]]], color: SFT_COLOR, dots: true, tag: () => "SFT",
+     label: () => "SFT (start)", key: () => "sft", pick: showSft}], KL_LABEL,
+    {vlines: frontier.kls, sqrtX: true, width: frontier.gold ? 480 : 760, height: frontier.gold ? 340 : 440});
+  const charts = [chart(`reward (${frontier.reward}): every run, and each algorithm's monotone frontier`, "reward",
+                        (a) => a.frontier)];
+  if (frontier.gold) charts.push(chart(`gold (${frontier.gold}) on the same samples, through each algorithm's runs`,
+                                       "gold", (a) => a.gold_line));
+  $("frontier-charts").classList.toggle("two", Boolean(frontier.gold));
+  $("frontier-charts").replaceChildren(...charts);
+}
+
+function frontierTable(f) {
+  const columns = ["R", "per nat", ...(f.gold ? ["gold"] : [])];
+  const top = el("tr", {}, el("th", {rowspan: 2, text: "algorithm"}), el("th", {rowspan: 2, text: "KL range"}),
+    ...f.kls.map((k) => el("th", {colspan: columns.length, text: `at KL ${k}`})));
+  const head = el("tr", {}, ...f.kls.flatMap(() => columns.map((t) => el("th", {text: t}))));
+  const rows = f.algos.map((a) => el("tr", {}, el("td", {class: "token", text: `${a.algo} (${a.symbol})`}),
+    el("td", {text: `${fmt(a.kl_range[0], 1)}–${fmt(a.kl_range[1], 1)}`}),
+    ...f.kls.flatMap((k, i) => {
+      const best = f.best[i] === a.algo;
+      return [el("td", {class: best ? "best" : "", text: (best ? "★ " : "") + fmt(a.reward[i], 3)}),
+              el("td", {text: fmt(a.reward_per_nat[i], 3)}), ...(f.gold ? [el("td", {text: fmt(a.gold[i], 3)})] : [])];
+    })));
+  return [top, head, ...rows];
+}
+
+async function loadFrontier() {
+  const data = await api("frontier", {}, "frontier-error");
+  if (!data) return;
+  frontier = data;
+  if (!data.available) {
+    $("frontier-command").textContent = data.command;
+    $("frontier-missing").classList.remove("hidden");
+    return;
+  }
+  $("frontier-body").classList.remove("hidden");
+  $("frontier-algos").replaceChildren(...data.algos.map((a, i) => {
+    const box = el("input", {type: "checkbox", value: a.algo}); box.checked = true;
+    box.addEventListener("change", drawFrontier);
+    const label = el("label", {class: "legend"}, box, ` ${a.algo} (${a.runs.length} runs, knob ${a.symbol})`);
+    label.style.color = COLORS[i % COLORS.length];
+    return label;
+  }));
+  drawFrontier();
+  $("frontier-table").replaceChildren(...frontierTable(data));
+  $("frontier-verdict").textContent = data.verdict;
+  $("frontier-budget").textContent = `Each run sampled about ${data.token_budget.toLocaleString("en")} response tokens. ` +
+    `SFT reward R_sft = ${fmt(data.sft.reward, 3)}; per nat = (R − R_sft) / KL. ★ the most reward at that KL; ` +
+    "— the frontier does not reach it (a frontier is read only inside its runs' KL range).";
+  showSft();
+}
+
 // ---- start ----
 (async () => {
   overview = await api("overview", {});
@@ -359,8 +459,17 @@ async function loadLab() {
   const names = {pretrained: "pretrained", sft: "SFT", final: overview.algo};
   const parts = Object.keys(names).filter((k) => overview.models[k]).map((k) =>
     `${names[k]}: R ${fmt(overview.models[k].reward, 3)}, KL to SFT ${fmt(overview.models[k].kl_to_sft, 2)}`);
-  $("run-info").textContent = `${overview.folder} · ${overview.algo} against ${overview.reward} · ${parts.join(" · ")}`;
+  $("run-info").textContent = overview.missing_policy
+    ? `${overview.folder} · a frontier sweep's folder: pretrained and SFT models, no happy_gpt RL policy · reward ${overview.reward}`
+    : `${overview.folder} · ${overview.algo} against ${overview.reward} · ${parts.join(" · ")}`;
   $("length").value = Math.min(20, overview.max_new_tokens);
+  if (overview.missing_policy) {
+    $("generate-missing").textContent = `No RL policy to answer: ${overview.missing_policy}`;
+    for (const name of ["ledger", "ppo"]) {
+      $(`${name}-form`).classList.add("hidden");
+      $(`${name}-error`).textContent = overview.missing_policy;
+    }
+  }
   if (!overview.has_reward_model) {
     $("reward-form").classList.add("hidden");
     $("reward-error").textContent = `This run's reward is ${overview.reward}, not a learned reward model. ` +
