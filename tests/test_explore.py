@@ -4,6 +4,7 @@ frontier sweep's folder made from its stages."""
 import json
 import math
 import pathlib
+import re
 import shutil
 import threading
 
@@ -131,8 +132,12 @@ def client(explorer):
 
 
 def test_app_serves_only_its_own_files(client, tiny_run):
-    assert b"Generate" in client.get("/").data
-    assert client.get("/static/explore.js").status_code == 200
+    page = client.get("/").data.decode()
+    assert "Generate" in page
+    assets = re.findall(r'(?:src|href)="(/static/[^"]+)"', page)
+    assert "/static/explore.js" in assets and len(assets) >= 4
+    for asset in assets:  # every script and stylesheet the page names is served
+        assert client.get(asset).status_code == 200, asset
     for path in ["/static/../explorer.py", "/static/summary.json", "/static/%2e%2e%2fexplore.py", "/summary.json",
                  f"/static/{tiny_run}/summary.json", "/static/index.html/../../run_folder.py", "/api/nothing"]:
         assert client.get(path).status_code == 404, path

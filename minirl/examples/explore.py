@@ -27,12 +27,13 @@ from minirl.examples.explorer import Explorer, InputError
 from minirl.examples.run_folder import RunFolder, RunFolderError
 
 STATIC = pathlib.Path(__file__).with_name("explore_static")
-FILES = {"explore.css": "text/css", "explore.js": "text/javascript"}
+FILES = {"explore.css": "text/css", "explore.js": "text/javascript", "chart.js": "text/javascript",
+         "sweeps.js": "text/javascript"}
 """the only files served, besides index.html"""
 
 
 def create_app(explorer: Explorer):
-    """The Flask app: the page, its two assets, and one JSON route per panel."""
+    """The Flask app: the page, its assets, and one JSON route per panel."""
     try:
         from flask import Flask, Response, abort, jsonify, request
     except ImportError:
