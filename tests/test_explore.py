@@ -389,6 +389,23 @@ def test_a_frontier_sweeps_folder_opens_without_an_rl_policy(sweep_folder, tiny_
     assert client.post("/api/reward_model", json={"text": "thanks"}).status_code == 200
 
 
+def test_curves_label_a_sweeps_runs_by_their_knob_and_leave_them_unticked_beside_others(sweep_folder, tiny_run):
+    rl_dir = next(tiny_run.glob("rl_ppo-*"))
+    for name in ("frontier_ppo-1", "frontier_trpo-0"):  # two of the sweep's runs, with the tiny run's log
+        shutil.copytree(rl_dir, sweep_folder / name, dirs_exist_ok=True)
+    curves = Explorer(RunFolder.open(sweep_folder)).curves()
+    assert curves["labels"] == {"frontier_ppo-1": "frontier: ppo β=0.05", "frontier_trpo-0": "frontier: trpo δ=0.005"}
+    assert curves["shown"] == ["frontier_ppo-1", "frontier_trpo-0"]  # nothing else to show: the sweep's runs
+    assert [p[0] for p in curves["runs"]["frontier_ppo-1"]["score_mean"]] == [1, 2, 3]
+    shutil.copytree(rl_dir, sweep_folder / rl_dir.name)
+    try:
+        curves = Explorer(RunFolder.open(sweep_folder)).curves()
+        assert curves["shown"] == [rl_dir.name] and curves["labels"][rl_dir.name] == "happy_gpt: ppo"
+    finally:
+        for name in ("frontier_ppo-1", "frontier_trpo-0", rl_dir.name):
+            shutil.rmtree(sweep_folder / name)
+
+
 def test_a_sweeps_folder_with_a_broken_summary_names_the_sweeps_command(tmp_path):
     (tmp_path / "frontier").mkdir()
     (tmp_path / "frontier" / "summary.json").write_text("{}")

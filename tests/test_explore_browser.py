@@ -9,59 +9,32 @@ $MINIRL_SCREENSHOTS (default: the test's tmp folder). Without Chromium the test 
 when MINIRL_REQUIRE_BROWSER=1 (set by .ci/run), where a missing browser is a failure.
 """
 
-import contextlib
 import math
 import os
 import pathlib
 import shutil
-import threading
 
 import pytest
 
-from minirl.examples.explore import create_app
 from minirl.examples.explorer import Explorer
 from minirl.examples.run_folder import RunFolder
 from tests.test_explore import make_sweep_folder, write_frontier_summary, write_lab_summary
+from tests.test_repo import load_example
 
 pytest.importorskip("flask", reason="the explorer needs Flask (pip install -e '.[app]')")
 REQUIRED = os.environ.get("MINIRL_REQUIRE_BROWSER") == "1"
 
 
+SCREENSHOT = load_example("explore_screenshot")  # its launch and serving drive the page here too
+
+
 def _browser():
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    driver = shutil.which("chromedriver")
     try:
-        from selenium import webdriver
-        from selenium.webdriver.chrome.service import Service
-    except ImportError:
-        chromium = None
-    if not (chromium and driver):
-        reason = ("no headless browser: needs selenium (pip install -e '.[dev]') and Debian's chromium and "
-                  "chromium-driver (apt-get install chromium chromium-driver)")
+        return SCREENSHOT.launch()
+    except RuntimeError as e:
         if REQUIRED:
-            pytest.fail(reason + "; MINIRL_REQUIRE_BROWSER=1 says this run must have them.")
-        pytest.skip(reason)
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1000",
-                "--disable-gpu"):
-        options.add_argument(arg)
-    return webdriver.Chrome(service=Service(executable_path=driver), options=options)
-
-
-@contextlib.contextmanager
-def _serving(explorer):
-    """The explorer's app on a free local port, for as long as the block runs; yields its URL."""
-    from werkzeug.serving import make_server
-
-    server = make_server("127.0.0.1", 0, create_app(explorer), threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}/"
-    finally:
-        server.shutdown()
-        thread.join()
+            pytest.fail(f"{e}; MINIRL_REQUIRE_BROWSER=1 says this run must have them.")
+        pytest.skip(str(e))
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +42,7 @@ def page(request):
     browser = _browser()  # first: without one, skip before the run folder is made
     try:
         explorer = Explorer(RunFolder.open(request.getfixturevalue("tiny_run")))
-        with _serving(explorer) as url:
+        with SCREENSHOT.serving(explorer) as url:
             yield browser, url, explorer
     finally:
         browser.quit()
@@ -266,7 +239,7 @@ def test_a_frontier_sweeps_folder_shows_the_command_where_the_rl_policy_is_missi
     folder.mkdir()
     make_sweep_folder(tiny_run, folder)
     explorer = Explorer(RunFolder.open(folder))
-    with _serving(explorer) as url:
+    with SCREENSHOT.serving(explorer) as url:
         browser.get(url)
         from selenium.webdriver.support.ui import WebDriverWait
         WebDriverWait(browser, 30).until(lambda b: "frontier sweep" in b.find_element(By.ID, "run-info").text)
@@ -280,3 +253,14 @@ def test_a_frontier_sweeps_folder_shows_the_command_where_the_rl_policy_is_missi
             assert not find(By.ID, f"{name}-form").is_displayed()
         find(By.CSS_SELECTOR, '.tab[data-panel="frontier"]').click()
         assert len(_wait(browser, "#frontier-charts circle.point", 16)) == 16  # 7 runs and SFT, reward and gold
+
+
+def test_the_screenshot_script_pictures_a_panel_and_refuses_a_bad_folder(tiny_run, tmp_path, capsys):
+    _browser().quit()  # without a browser: skip (or fail under MINIRL_REQUIRE_BROWSER=1)
+    png = tmp_path / "generate.png"
+    assert SCREENSHOT.main([str(tiny_run), "generate", str(png), "--width", "900"]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+    assert SCREENSHOT.main([str(tiny_run), "generate", str(png), "--click", "#no-such-thing", "--wait", "1"]) == 2
+    assert "nothing on the generate panel matches --click '#no-such-thing'" in capsys.readouterr().err
+    assert SCREENSHOT.main([str(tmp_path / "missing"), "generate", str(tmp_path / "x.png")]) == 2
+    assert capsys.readouterr().err.startswith("error: no run folder at")

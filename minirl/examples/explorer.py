@@ -265,7 +265,8 @@ class Explorer:
 
     def curves(self) -> dict:
         """Per-iteration metrics of every RL run in the folder (from its metrics.jsonl, as the trainer
-        logged them), and compare's reward-against-KL rows when it has run."""
+        logged them), and compare's reward-against-KL rows when it has run. A frontier sweep's runs are
+        labelled with their knob ("frontier: ppo β=0.05") and start unticked when other runs are there."""
         runs = {}
         for name, path in self.run.stage_logs().items():
             lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
@@ -274,8 +275,26 @@ class Explorer:
         compare = self.run.compare_summary()
         points = [{"algo": r["algo"], "kl_to_sft": r["kl_to_sft"], "reward": r["reward"]}
                   for r in (compare or {}).get("rows", [])]
+        sweep = [name for name in runs if name.startswith("frontier_")]
+        shown = [name for name in runs if name not in sweep] or sweep
         return {"metrics": [{"key": k, "label": label} for k, label in CURVES], "runs": runs,
-                "reward_vs_kl": points}
+                "labels": self._run_labels(runs), "shown": shown, "reward_vs_kl": points}
+
+    def _run_labels(self, names) -> dict[str, str]:
+        """stage folder -> what made it: "happy_gpt: ppo", "compare: ppo", and "frontier: ppo β=0.05" for each
+        run the frontier summary lists (a frontier stage it does not list, left by an older sweep, keeps its
+        folder's name; so does every run when the summary cannot be read, which the Frontier panel reports)."""
+        try:
+            summary = self.run.frontier_summary() or {}
+            swept = {r["stage"]: f"frontier: {r['algo']} {r['symbol']}={r['value']:g}" for r in summary.get("runs", [])}
+        except (ValueError, KeyError, TypeError, AttributeError):
+            swept = {}
+        made_by = {"rl": "happy_gpt", "compare": "compare"}
+        labels = {}
+        for name in names:
+            tool, _, algo = name.split("-")[0].partition("_")
+            labels[name] = swept.get(name, f"{made_by[tool]}: {algo}" if tool in made_by else name)
+        return labels
 
     def lab(self) -> dict:
         """The over-optimisation lab's results when it has run in this folder (its summary.json, every

@@ -155,9 +155,10 @@ class RunFolder:
                    missing_policy)
 
     def stage_logs(self) -> dict[str, pathlib.Path]:
-        """metrics.jsonl of every finished RL stage in the folder (happy_gpt's rl_* and compare's compare_*)."""
+        """metrics.jsonl of every finished RL stage in the folder (happy_gpt's rl_*, compare's compare_* and the
+        frontier sweep's frontier_*; its frontier_eval-* stages keep no metrics)."""
         logs = {}
-        for prefix in ("rl_", "compare_"):
+        for prefix in ("rl_", "compare_", "frontier_"):
             for d in sorted(self.path.glob(f"{prefix}*-*")):
                 if (d / "done.json").is_file() and (d / "metrics.jsonl").is_file():
                     logs[d.name] = d / "metrics.jsonl"

@@ -50,7 +50,9 @@ function lineChart(title, series, xLabel, {vlines = [], sqrtX = false, width = 4
         add("line", {x1: a, y1: b, x2: c, y2: d, stroke: s.color, "stroke-width": 1.2, class: "err"});
       const dot = add("circle", {cx: x, cy: py(p[1]), r: 4, fill: s.color, class: "point", "data-key": s.key ? s.key(i) : ""});
       if (s.label) add("title", {}, s.label(i), dot);
-      if (s.tag) add("text", {x: x + 5, y: py(p[1]) - 5, style: `fill: ${s.color}`, class: "point-tag"}, s.tag(i));
+      const left = x > 0.8 * W;  // near the right edge the tag goes on the point's left, inside the chart
+      if (s.tag) add("text", {x: left ? x - 5 : x + 5, y: py(p[1]) - 5, style: `fill: ${s.color}`, class: "point-tag",
+                              "text-anchor": left ? "end" : "start"}, s.tag(i));
       if (s.pick) dot.addEventListener("click", () => s.pick(i));
     });
   }

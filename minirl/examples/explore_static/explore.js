@@ -187,9 +187,9 @@ async function loadCurves() {
   curves = data;
   const names = Object.keys(data.runs);
   $("curve-runs").replaceChildren(...names.map((name, i) => {
-    const box = el("input", {type: "checkbox", value: name}); box.checked = true;
+    const box = el("input", {type: "checkbox", value: name}); box.checked = data.shown.includes(name);
     box.addEventListener("change", drawCurves);
-    const label = el("label", {class: "legend"}, box, ` ${name}`);
+    const label = el("label", {class: "legend"}, box, ` ${data.labels[name]}`);
     label.style.color = COLORS[i % COLORS.length];
     return label;
   }));
@@ -201,7 +201,8 @@ async function loadCurves() {
     for (const p of data.reward_vs_kl) table.append(el("tr", {}, el("td", {class: "token", text: p.algo}),
                                                      el("td", {text: fmt(p.kl_to_sft, 2)}), el("td", {text: fmt(p.reward, 3)})));
     const scatter = lineChart("compare: reward against KL to SFT", data.reward_vs_kl.map((p, i) =>
-      ({points: [[p.kl_to_sft, p.reward]], color: COLORS[i % COLORS.length]})), "KL to SFT (nats / response)");
+      ({points: [[p.kl_to_sft, p.reward]], color: COLORS[i % COLORS.length], dots: true, tag: () => p.algo, label: () => p.algo})),
+      "KL to SFT (nats / response, placed at √KL)", {sqrtX: true});
     $("compare-chart").replaceChildren(el("h3", {text: "Every algorithm on one budget"}), scatter, table);
   }
 }
