@@ -174,6 +174,9 @@ def main(argv=None) -> int:
     except (ValueError, OSError, FloatingPointError, backend.BackendError, ImportError) as e:  # CheckpointError too
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted: rerun the same command to continue from the last checkpoint.", file=sys.stderr)
+        return 130
     print(json.dumps(summary))
     return 0
 

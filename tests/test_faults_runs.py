@@ -7,6 +7,7 @@ stage), so each takes about a second. Item numbers refer to issue 15.
 
 import csv
 import json
+import re
 import shutil
 
 import pytest
@@ -102,6 +103,15 @@ def test_a_diverged_rl_run_writes_no_report(corpus_csv, toy_run, tmp_path, capsy
 
 # 4. Tracebacks that became messages.
 
+def test_pretrain_says_how_to_resume_after_ctrl_c(tmp_path, capsys, monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(pretrain, "pretrain", interrupted)
+    assert pretrain.main(["--corpus", "synthetic", "--out", str(tmp_path / "out")]) == 130
+    assert capsys.readouterr().err.strip() == ("interrupted: rerun the same command to continue from the last "
+                                               "checkpoint.")
+
+
 def test_pretrain_refuses_an_out_that_is_a_file_and_an_infinite_lr(tmp_path, capsys):
     (tmp_path / "file").write_text("mine")
     assert pretrain.main(["--corpus", "synthetic", "--out", str(tmp_path / "file")]) == 2
@@ -134,6 +144,23 @@ def test_compare_opening_out_keeps_happy_gpts_plot(tmp_path):
     (tmp_path / "rl_curves.png").write_text("happy_gpt's plot")
     happy_gpt.open_out(str(tmp_path), summary="compare/summary.json")
     assert (tmp_path / "rl_curves.png").read_text() == "happy_gpt's plot"
+
+
+@needs_vader
+def test_ctrl_c_is_one_line_and_the_rerun_reuses_what_finished(corpus_csv, tmp_path, capsys, monkeypatch):
+    from minirl.examples import pipeline
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+    out = tmp_path / "out"
+    with monkeypatch.context() as m:
+        m.setattr(pipeline, "train_rl", interrupted)  # Ctrl-C lands in the RL stage
+        assert happy_gpt.main(toy_argv(corpus_csv, out)) == 130
+    err = capsys.readouterr().err
+    assert err.strip().splitlines()[-1] == happy_gpt.INTERRUPTED and "Traceback" not in err
+    assert stage_dirs(out, "sft") and not stage_dirs(out, "rl_ppo")[0].joinpath("done.json").exists()
+    assert happy_gpt.main(toy_argv(corpus_csv, out)) == 0  # not refused: the folder lock went with the run
+    assert re.search(r"^sft +cached", capsys.readouterr().out, re.M)
 
 
 # 8. A second run on a busy --out is refused with the first run's pid.

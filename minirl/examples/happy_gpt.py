@@ -277,13 +277,21 @@ def print_report(summary: dict, cfg: RunConfig) -> None:
 USER_ERRORS = (ValueError, OSError, ImportError, backend.BackendError, CheckpointError, FloatingPointError)
 
 
+INTERRUPTED = ("interrupted: rerun the same command to go on; finished stages are reused, and a training stage "
+               "that was cut off resumes from its last checkpoint if it had written one.")
+
+
 def exit_status(work) -> int:
-    """Run `work()`: 0 when it finishes; a user's mistake is one line on stderr and status 2, not a traceback."""
+    """Run `work()`: 0 when it finishes; a user's mistake is one line on stderr and status 2, not a traceback;
+    Ctrl-C is one line saying how to resume, and status 130 (128 + SIGINT), as a shell reports it."""
     try:
         work()
     except USER_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"\n{INTERRUPTED}", file=sys.stderr)
+        return 130
     return 0
 
 
