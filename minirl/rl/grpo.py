@@ -120,7 +120,7 @@ class GRPOConfig:
 
     def __post_init__(self):
         check_ranges(self, kl_coef="[0, inf)", temperature="(0, inf)", max_grad_norm="[0, inf)", beta="[0, inf)",
-                     clip_eps="(0, inf)", clip_eps_high="(0, inf)", updates_per_batch="[1, inf)")
+                     clip_eps="(0, 1)", clip_eps_high="(0, inf)", updates_per_batch="[1, inf)")
         if self.group_size < 2:
             raise ValueError(f"GRPO needs group_size >= 2, got {self.group_size}.")
         if self.scale_rewards is None:

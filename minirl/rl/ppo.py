@@ -59,7 +59,7 @@ class PPOConfig:
     """sampling temperature τ; the ratio's log-probs are taken at the same τ"""
 
     def __post_init__(self):
-        check_ranges(self, kl_coef="[0, inf)", gamma="[0, 1]", lam="[0, 1]", clip_eps="(0, inf)", clip_eps_v="(0, inf)",
+        check_ranges(self, kl_coef="[0, inf)", gamma="[0, 1]", lam="[0, 1]", clip_eps="(0, 1)", clip_eps_v="(0, inf)",
                      vf_coef="[0, inf)", max_grad_norm="[0, inf)", target_kl="(0, inf)", temperature="(0, inf)")
         if self.epochs < 1 or self.minibatch_size < 1:
             raise ValueError(f"PPOConfig needs epochs >= 1 and minibatch_size >= 1, got {self.epochs}, "
