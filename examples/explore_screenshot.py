@@ -1,7 +1,8 @@
 """A picture of one explorer panel over a run folder, as headless Chromium draws it.
 
     python examples/explore_screenshot.py OUT PANEL PNG [--width 1400] [--click CSS]
-    python examples/explore_screenshot.py out frontier docs/explore_frontier.png --click 'circle.point[data-key="ppo-3"]'
+    python examples/explore_screenshot.py out frontier docs/explore_frontier.png \
+        --click 'circle.point[data-key="ppo-3"]'
 
 OUT is a folder `python -m minirl.examples.explore --out OUT` opens; PANEL is a tab's name
 (generate, ledger, ppo, curves, reward, lab, frontier); --click clicks the first element that

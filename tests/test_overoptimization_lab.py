@@ -87,8 +87,7 @@ def test_a_killed_ppo_stage_resumes_to_the_uninterrupted_evaluations(lab_run, tm
             raise KeyboardInterrupt  # after iteration 2's checkpoint, before its evaluation
         return measure(policy, base, proxy_fn, max_new_tokens, seed, iteration)
     monkeypatch.setattr(overoptimization, "measure", killed_at_the_last_evaluation)
-    with pytest.raises(KeyboardInterrupt):
-        overoptimization.main([*TINY, "--out", str(out)])
+    assert overoptimization.main([*TINY, "--out", str(out)]) == 130  # Ctrl-C: one line, status 130
     monkeypatch.setattr(overoptimization, "measure", measure)
     assert overoptimization.main([*TINY, "--out", str(out)]) == 0
     resumed = json.loads((out / "overoptimization" / "summary.json").read_text())

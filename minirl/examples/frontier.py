@@ -6,14 +6,15 @@
 
 `compare` runs each algorithm once with its defaults, so they land at very different KLs
 and their rewards say little about which is better. Here each algorithm's knob that sets
-how far it moves from the SFT model is swept: β (the KL price) for pg, ppo, rloo,
-grpo (its k3 term in the loss) and dpo, the trust region δ for trpo, n for best-of-n. Every run starts from the same SFT
-model with the same reward, prompts, seed and budget of sampled response tokens (compare's
-`budgeted`), and is a cached, resumable stage sharing happy_gpt's stages in --out; so is
-its evaluation (`frontier_eval`): reward, KL(π ‖ π_sft) on its own samples, length,
-distinct-2, and the gold score, VADER, on the same samples when the reward is a proxy
-(--reward rm or rlaif). Each algorithm's frontier is read at `--frontier-matched-kls`
-(`minirl.rl.frontier`), and the report says which gives the most reward per nat there.
+how far it moves from the SFT model is swept: β (the KL price) for pg, ppo, rloo, grpo
+(its k3 term in the loss) and dpo, the trust region δ for trpo, n for best-of-n. Every run
+starts from the same SFT model with the same reward, prompts, seed and budget of sampled
+response tokens (compare's `budgeted`), and is a cached, resumable stage sharing
+happy_gpt's stages in --out; so is its evaluation (`frontier_eval`): reward, KL(π ‖ π_sft)
+on its own samples, length, distinct-2, and the gold score, VADER, on the same samples when
+the reward is a proxy (--reward rm or rlaif). Each algorithm's frontier is read at
+`--frontier-matched-kls` (`minirl.rl.frontier`), and the report says which gives the most
+reward per nat there.
 Writes <out>/frontier/summary.json, table.txt and frontier.png (with matplotlib).
 """
 

@@ -1,11 +1,12 @@
 """Reward against KL(π ‖ π_ref): an algorithm's frontier, and algorithms compared at matched KL.
 
 Every RL method here trades reward for distance from the starting policy, and each has a
-knob that sets how far it moves (β for the KL-penalised ones and DPO, n for best-of-n). One
-run per knob value gives points (KL_i, R_i), KL_i the k1 estimate on the run's own samples
-(MATH.md §4). Two algorithms' rewards are comparable only at the same KL (Gao, Schulman &
-Hilton 2022 plot every method against it; Rafailov et al. 2023, Fig. 2, compare DPO and PPO
-on the same reward-KL frontier), so each frontier is read at a few common KLs:
+knob that sets how far it moves (β for the KL-penalised ones and DPO, the trust region δ for
+TRPO, n for best-of-n). One run per knob value gives points (KL_i, R_i), KL_i the k1
+estimate on the run's own samples (MATH.md §3). Two algorithms' rewards are comparable only
+at the same KL (Gao, Schulman & Hilton 2022 plot every method against it; Rafailov et al.
+2023, Fig. 2, compare DPO and PPO on the same reward-KL frontier), so each frontier is read
+at a few common KLs:
 
     frontier:   sort the runs by KL, KL_(1) ≤ … ≤ KL_(m), and keep the running best
                 R̃_(i) = max_{j ≤ i} R_(j)   (a run that earns less than one nearer to π_ref is
@@ -71,6 +72,7 @@ def reward_per_nat(reward: float | None, sft_reward: float, kl: float) -> float 
 
 
 def best_at(rewards: dict[str, float | None]) -> str | None:
-    """The algorithm with the highest reward at one matched KL, among those whose frontier reaches it."""
+    """The algorithm with the highest reward at one matched KL, among those whose frontier reaches it; None
+    unless two or more reach it (a frontier alone there is compared with nothing, so it is best at nothing)."""
     reached = {name: r for name, r in rewards.items() if r is not None}
-    return max(reached, key=reached.get) if reached else None
+    return max(reached, key=reached.get) if len(reached) >= 2 else None

@@ -14,8 +14,10 @@ and divides by the number of response tokens.
 
 Why "loss ≈ 0" is expected: at the first update ρ ≡ 1 and the group advantages sum to 0,
 so the clipped term averages to about −mean Â ≈ 0 (exactly 0 with `grpo` aggregation),
-and k3 = 0 while π_θ = π_ref. The *gradient* is −(1/N) Σ_i Â_i ∇log π(y_i), which is not
-zero: the loss value says nothing about learning here; read the reward instead.
+and k3 = 0 while π_θ = π_ref. The *gradient* is not zero: with `grpo` aggregation it is
+−(1/N) Σ_i (Â_i / |y_i|) ∇log π(y_i), each sequence's term divided by its length (the other
+aggregations divide by a constant instead). The loss value says nothing about learning
+here; read the reward instead.
 
 Why GRPO does not converge to π* ∝ π_ref·exp(R/β): (1) β·k3 sampled from π_θ has the
 expected gradient of the *forward* KL(π_ref ‖ π_θ), not the reverse KL of the RLHF

@@ -3,7 +3,8 @@
     history = train_rl(policy, ref, prompts, vader_reward, tokenizer=tok, config=RLConfig(algo="ppo"))
 
 Each iteration samples `batch_size` prompts, collects one rollout (`rollout.py`), runs
-the algorithm's update (`pg.reinforce_update` or `ppo.ppo_update`), optionally adapts β
+the algorithm's update (`pg.reinforce_update`, `ppo.ppo_update`, `grpo.grpo_update`,
+`rloo.rloo_update` or `trpo.trpo_update`), optionally adapts β
 (Ziegler et al. 2019), and appends one dict of metrics to a JSONL file. For best-of-n
 an iteration is one round: sample n per prompt, keep the best, fine-tune on them.
 """
