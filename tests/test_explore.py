@@ -120,6 +120,18 @@ def test_a_missing_or_unfinished_run_names_the_stage_and_the_command(tmp_path):
         RunFolder.open(partial)
 
 
+def test_a_summary_from_before_a_field_was_removed_still_opens(tiny_run):
+    path = tiny_run / "summary.json"
+    original = path.read_text()
+    old = json.loads(original)
+    old["config"]["rl"]["best_of_n"].update(rounds=2, max_new_tokens=48)  # fields removed as flags that did nothing
+    try:
+        path.write_text(json.dumps(old))
+        assert Explorer(RunFolder.open(tiny_run)).overview()["algo"] == "ppo"
+    finally:
+        path.write_text(original)
+
+
 def test_cli_refuses_a_bad_folder_in_one_line(tmp_path, capsys):
     assert main(["--out", str(tmp_path / "missing")]) == 2
     err = capsys.readouterr().err

@@ -171,7 +171,8 @@ def test_pretrain_does_not_rewrite_run_json_before_refusing_a_checkpoint(tmp_pat
 def test_flags_use_dashes_and_name_themselves_in_errors():
     settings, _ = happy_gpt.parse_settings(["--rl-best-of-n-n", "3"], "prog", "")
     assert settings.rl.best_of_n.n == 3
-    for ignored_or_misspelt in (["--rl-best_of_n-n", "3"], ["--rl-dpo-steps", "5"]):
+    for ignored_or_misspelt in (["--rl-best_of_n-n", "3"], ["--rl-dpo-steps", "5"], ["--rl-best-of-n-rounds", "5"],
+                                ["--rl-best-of-n-max-new-tokens", "7"]):
         with pytest.raises(SystemExit):
             happy_gpt.parse_settings(ignored_or_misspelt, "prog", "")
     for argv, flag in ((["--rl-dpo-pairs", "0"], "--rl-dpo-pairs"), (["--rl-ppo-lam", "-5"], "--rl-ppo-lam"),
