@@ -180,7 +180,8 @@ def test_flags_use_dashes_and_name_themselves_in_errors():
     for argv, flag in ((["--rl-dpo-pairs", "0"], "--rl-dpo-pairs"), (["--rl-ppo-lam", "-5"], "--rl-ppo-lam"),
                        (["--rl-kl-target", "0"], "--rl-kl-target"), (["--prompt-tokens", "-1"], "--prompt-tokens"),
                        (["--rl-ppo-clip-eps", "nan"], "--rl-ppo-clip-eps"),
-                       (["--pretrain-eval-interval", "-1"], "--pretrain-eval-interval")):
+                       (["--pretrain-eval-interval", "-1"], "--pretrain-eval-interval"),
+                       (["--model-n-layer", "0"], "--model-n-layer"), (["--model-dropout", "1"], "--model-dropout")):
         with pytest.raises(ValueError, match=f"^{flag} must"):
             happy_gpt.parse_settings(argv, "prog", "")
 
