@@ -1,6 +1,6 @@
 """Watch each RL algorithm find the exact answer, or miss it on purpose (MATH.md §12).
 
-    python examples/bandit_oracle.py
+    python examples/bandit_oracle.py [ITERATIONS]
 
 The problem is a one-step bandit that is a real GPT (`minirl.rl.bandit`): six one-token
 responses with known rewards R. With β·KL(π ‖ π_ref) in the objective the optimum is
@@ -9,7 +9,7 @@ its β·k3 term pulls toward the *forward* KL and its group mean shrinks R by (G
 (as dr_grpo, without std scaling) it settles at π = β·π_ref / (λ − c·R) instead.
 """
 
-import sys
+import argparse
 
 import numpy as np
 
@@ -67,5 +67,16 @@ def main(iterations: int = 200) -> dict:
     return results
 
 
+def parse_args(argv=None) -> argparse.Namespace:
+    """The command line: an optional count of updates per algorithm, at least 1."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("iterations", nargs="?", type=int, default=200, help="updates per algorithm (default: 200)")
+    args = parser.parse_args(argv)
+    if args.iterations < 1:
+        parser.error(f"iterations must be at least 1, got {args.iterations} (with none, the untrained π_ref "
+                     "would print as every final π)")
+    return args
+
+
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 200)
+    main(parse_args().iterations)

@@ -1,6 +1,6 @@
 """DPO's implicit reward against the true one, on a bandit whose answer is known (MATH.md §6, §12).
 
-    python examples/dpo_implicit_reward.py
+    python examples/dpo_implicit_reward.py [STEPS]
 
 The bandit (`minirl.rl.bandit`) is a real GPT whose six one-token responses y have known
 rewards R(y). The KL-regularised objective E_π[R] − β·KL(π ‖ π_ref) is maximised by
@@ -18,7 +18,7 @@ as the pairs grow: the implicit reward β·log(π_θ/π_ref) equals R up to one 
 π_θ equals π*. Both are centred in the table, since only differences of rewards are seen.
 """
 
-import sys
+import argparse
 
 import numpy as np
 
@@ -60,5 +60,15 @@ def main(steps: int = 300, n_pairs: int = 8000) -> dict:
     return {"pearson": pearson, "implicit": implicit, "reward": reward, "pi": pi, "pi_star": pi_star}
 
 
+def parse_args(argv=None) -> argparse.Namespace:
+    """The command line: an optional count of DPO steps, at least 1."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("steps", nargs="?", type=int, default=300, help="DPO steps (default: 300)")
+    args = parser.parse_args(argv)
+    if args.steps < 1:
+        parser.error(f"steps must be at least 1, got {args.steps} (with none, π_θ would stay π_ref)")
+    return args
+
+
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 300)
+    main(parse_args().steps)

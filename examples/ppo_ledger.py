@@ -1,6 +1,6 @@
 """The per-token ledger of one PPO rollout: where every token's reward and advantage come from.
 
-    python examples/ppo_ledger.py
+    python examples/ppo_ledger.py [STEPS]
 
 A tiny GPT learns the synthetic tweets (π_ref), then a few steps of fine-tuning on the
 positive ones move it away (π_θ, standing in for a policy some PPO iterations in: at the
@@ -18,7 +18,7 @@ from a value model (`ScalarHeadModel`) started from π_ref with a fresh head: un
 noise of order 1, and GAE is exactly as above anyway.
 """
 
-import sys
+import argparse
 
 import numpy as np
 
@@ -78,5 +78,15 @@ def main(steps: int = 300) -> dict:
     return {**cols, "score": R, "kl_coef": KL_COEF, "gamma": GAMMA, "lam": LAM}
 
 
+def parse_args(argv=None) -> argparse.Namespace:
+    """The command line: an optional count of pretraining steps of π_ref, at least 1."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("steps", nargs="?", type=int, default=300, help="pretraining steps of π_ref (default: 300)")
+    args = parser.parse_args(argv)
+    if args.steps < 1:
+        parser.error(f"steps must be at least 1, got {args.steps}")
+    return args
+
+
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 300)
+    main(parse_args().steps)

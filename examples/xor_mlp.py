@@ -1,11 +1,13 @@
 """Learn XOR with a two-layer MLP built on minirl's autograd engine.
 
-    python examples/xor_mlp.py
+    python examples/xor_mlp.py [STEPS]
 
 XOR is the classic function a linear model cannot fit: the hidden GELU layer is
 what makes it learnable. Every gradient here comes from the closures in
 minirl/ops.py and minirl/functional.py.
 """
+
+import argparse
 
 import numpy as np
 
@@ -43,5 +45,15 @@ def main(steps: int = 300) -> float:
     return loss.item()
 
 
+def parse_args(argv=None) -> argparse.Namespace:
+    """The command line: an optional count of optimizer steps, at least 1."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("steps", nargs="?", type=int, default=300, help="optimizer steps (default: 300)")
+    args = parser.parse_args(argv)
+    if args.steps < 1:
+        parser.error(f"steps must be at least 1, got {args.steps}")
+    return args
+
+
 if __name__ == "__main__":
-    main()
+    main(parse_args().steps)

@@ -22,6 +22,7 @@ from minirl import backend, nn
 from minirl import functional as F
 from minirl.indexing import concatenate
 from minirl.tensor import Tensor
+from minirl.validation import ConfigError
 
 
 @dataclass
@@ -51,15 +52,16 @@ class GPTConfig:
         for field in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
             value = getattr(self, field)
             if not isinstance(value, (int, np.integer)) or value <= 0:
-                raise ValueError(f"GPTConfig.{field} must be a positive integer, got {value!r}.")
+                raise ConfigError("GPTConfig", field, f"must be a positive integer, got {value!r}.")
         if self.head_size is None:
             if self.n_embd < self.n_head:
-                raise ValueError(f"n_embd={self.n_embd} < n_head={self.n_head}: set head_size explicitly.")
+                raise ConfigError("GPTConfig", "head_size", f"must be set when n_embd={self.n_embd} < "
+                                  f"n_head={self.n_head} (n_embd // n_head would be 0).")
             self.head_size = self.n_embd // self.n_head
         if self.head_size <= 0:
-            raise ValueError(f"GPTConfig.head_size must be positive, got {self.head_size}.")
+            raise ConfigError("GPTConfig", "head_size", f"must be positive, got {self.head_size}.")
         if not 0.0 <= self.dropout < 1.0:  # NaN fails this too
-            raise ValueError(f"GPTConfig.dropout must be in [0, 1), got {self.dropout}.")
+            raise ConfigError("GPTConfig", "dropout", f"must be in [0, 1), got {self.dropout}.")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

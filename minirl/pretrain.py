@@ -163,7 +163,7 @@ def load_pretrained(directory) -> tuple[GPT, Tokenizer]:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m minirl.pretrain", description=__doc__.split("\n")[0])
     add_dataclass_args(parser, PretrainConfig)
-    add_dataclass_args(parser, GPTConfig, prefix="model")
+    add_dataclass_args(parser, GPTConfig, prefix="model", skip=("vocab_size",))  # the tokenizer's: --vocab-size
     add_dataclass_args(parser, TrainConfig, prefix="train")
     args = parser.parse_args(argv)
     try:

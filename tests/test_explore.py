@@ -120,10 +120,33 @@ def test_a_missing_or_unfinished_run_names_the_stage_and_the_command(tmp_path):
         RunFolder.open(partial)
 
 
+def test_a_summary_from_before_a_field_was_removed_still_opens(tiny_run):
+    path = tiny_run / "summary.json"
+    original = path.read_text()
+    old = json.loads(original)
+    old["config"]["rl"]["best_of_n"].update(rounds=2, max_new_tokens=48)  # fields removed as flags that did nothing
+    try:
+        path.write_text(json.dumps(old))
+        assert Explorer(RunFolder.open(tiny_run)).overview()["algo"] == "ppo"
+    finally:
+        path.write_text(original)
+
+
 def test_cli_refuses_a_bad_folder_in_one_line(tmp_path, capsys):
     assert main(["--out", str(tmp_path / "missing")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: no run folder at") and "--quick" in err and "Traceback" not in err
+    (tmp_path / "afile").write_text("")
+    assert main(["--out", str(tmp_path / "afile")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "afile is a file, not a folder" in err and "happy_gpt --out" not in err
+
+
+@pytest.mark.parametrize("port", ["-1", "0", "65536", "99999"])
+def test_cli_refuses_a_port_outside_1_to_65535(tmp_path, capsys, port):
+    with pytest.raises(SystemExit):  # before the folder is opened: the message is about --port alone
+        main(["--out", str(tmp_path / "missing"), "--port", port])
+    assert f"argument --port: must be a port number from 1 to 65535, got '{port}'" in capsys.readouterr().err
 
 
 @pytest.fixture(scope="module")

@@ -198,7 +198,10 @@ def test_pretrain_does_not_rewrite_run_json_before_refusing_a_checkpoint(tmp_pat
 def test_flags_use_dashes_and_name_themselves_in_errors():
     settings, _ = happy_gpt.parse_settings(["--rl-best-of-n-n", "3"], "prog", "")
     assert settings.rl.best_of_n.n == 3
-    for ignored_or_misspelt in (["--rl-best_of_n-n", "3"], ["--rl-dpo-steps", "5"]):
+    for ignored_or_misspelt in (["--rl-best_of_n-n", "3"], ["--rl-dpo-steps", "5"], ["--rl-best-of-n-rounds", "5"],
+                                ["--rl-best-of-n-max-new-tokens", "7"], ["--rl-dpo-eval-interval", "5"],
+                                ["--rl-sft-eval-interval", "5"], ["--rl-sft-eval-batches", "5"],
+                                ["--rl-sft-checkpoint-interval", "5"]):
         with pytest.raises(SystemExit):
             happy_gpt.parse_settings(ignored_or_misspelt, "prog", "")
     for argv, flag in ((["--rl-dpo-pairs", "0"], "--rl-dpo-pairs"), (["--rl-ppo-lam", "-5"], "--rl-ppo-lam"),
@@ -206,7 +209,8 @@ def test_flags_use_dashes_and_name_themselves_in_errors():
                        (["--rl-ppo-clip-eps", "nan"], "--rl-ppo-clip-eps"),
                        (["--rl-ppo-clip-eps", "1.5"], "--rl-ppo-clip-eps"),
                        (["--rl-grpo-clip-eps", "1"], "--rl-grpo-clip-eps"),
-                       (["--pretrain-eval-interval", "-1"], "--pretrain-eval-interval")):
+                       (["--pretrain-eval-interval", "-1"], "--pretrain-eval-interval"),
+                       (["--model-n-layer", "0"], "--model-n-layer"), (["--model-dropout", "1"], "--model-dropout")):
         with pytest.raises(ValueError, match=f"^{flag} must"):
             happy_gpt.parse_settings(argv, "prog", "")
 

@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from minirl.pretrain import main
 
 ARGS = ["--corpus", "synthetic", "--vocab-size", "300", "--model-block-size", "16", "--model-n-layer", "1",
@@ -31,3 +33,9 @@ def test_pretrain_refuses_mixed_settings_and_bad_input(tmp_path, capsys):
     assert main(ARGS + ["--out", str(tmp_path / "x")]) == 0  # a failed start leaves nothing that blocks a rerun
     assert main(ARGS + ["--out", str(tmp_path / "y"), "--backend", "tpu"]) == 2
     assert "unknown backend 'tpu'" in capsys.readouterr().err
+
+
+def test_the_model_vocabulary_is_the_tokenizers_and_has_no_flag_of_its_own(capsys):
+    with pytest.raises(SystemExit):  # the tokenizer sets it, so a flag would be silently overridden
+        main(ARGS + ["--model-vocab-size", "600"])
+    assert "unrecognized arguments: --model-vocab-size 600" in capsys.readouterr().err

@@ -80,3 +80,18 @@ def test_dpo_implicit_reward_example_recovers_r(capsys):
     assert np.abs(result["implicit"] - result["reward"]).max() < 0.3  # R spans 2.0
     assert 0.5 * np.abs(result["pi"] - result["pi_star"]).sum() < 0.1  # π_θ ≈ π* = π_ref·exp(R/β)/Z
     assert "Pearson" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name, count", [("bandit_oracle", "iterations"), ("dpo_implicit_reward", "steps"),
+                                         ("ppo_ledger", "steps"), ("xor_mlp", "steps")])
+def test_examples_read_their_count_or_refuse_it_in_one_line(name, count, capsys):
+    example = load_example(name)
+    assert getattr(example.parse_args(["7"]), count) == 7
+    with pytest.raises(SystemExit) as exit_help:
+        example.parse_args(["--help"])
+    assert exit_help.value.code == 0 and count in capsys.readouterr().out
+    for bad in ("0", "-5"):  # a run of no steps would print the untrained model as the result
+        with pytest.raises(SystemExit) as refused:
+            example.parse_args([bad])
+        err = capsys.readouterr().err
+        assert refused.value.code == 2 and f"error: {count} must be at least 1, got {bad}" in err

@@ -163,6 +163,17 @@ def test_best_of_n_rounds_raise_vader_reward(pretrained, tmp_path):
     assert history[-1]["score_mean"] > history[0]["score_mean"] + 0.1
 
 
+def test_best_of_n_rounds_are_iterations_and_samples_stop_at_max_new_tokens(pretrained):
+    tok, ref = pretrained
+    config = RLConfig(algo="best_of_n", iterations=2, batch_size=4, max_new_tokens=3, best_of_n=BestOfNConfig(n=2),
+                      sft=TrainConfig(steps=1, batch_size=4, warmup_steps=0, eval_interval=0))
+    recorded = Recorded()
+    history = train_rl(copy_of(ref), ref, [[tok.eot_id]], recorded, tokenizer=tok, config=config, progress=False,
+                       rng=np.random.default_rng(0))
+    assert len(history) == len(recorded.batches) == 2
+    assert history[-1]["sampled_tokens"] <= 2 * 4 * 2 * 3  # rounds × prompts × n × max_new_tokens
+
+
 def test_ppo_with_a_value_model(pretrained, tmp_path):
     tok, ref = pretrained
     value_model = ScalarHeadModel.from_pretrained(ref)

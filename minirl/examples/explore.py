@@ -73,11 +73,22 @@ def create_app(explorer: Explorer):
     return app
 
 
+def port_number(text: str) -> int:
+    """--port as an argparse type: a TCP port, 1 to 65535 (the socket layer would wrap 99999 to another)."""
+    try:
+        port = int(text)
+    except ValueError:
+        port = None
+    if port is None or not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port number from 1 to 65535, got {text!r}")
+    return port
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m minirl.examples.explore", description=__doc__.split("\n")[0])
     parser.add_argument("--out", default="out/happy_gpt", help="the happy_gpt output folder to explore")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: this machine only)")
-    parser.add_argument("--port", type=int, default=8000, help="port to serve on")
+    parser.add_argument("--port", type=port_number, default=8000, help="port to serve on, 1 to 65535")
     args = parser.parse_args(argv)
     try:
         explorer = Explorer(RunFolder.open(args.out))

@@ -113,8 +113,11 @@ SECTIONS = (("run", ""), ("data", ""), ("model", "model"), ("pretrain", "pretrai
 
 
 # --algo sets rl.algo, the tokenizer sets model.vocab_size, --seed sets the reward model's and DPO's seeds,
-# --rl-iterations sets DPO's steps
-SKIPPED = {"rl": ("algo", "dpo.seed", "dpo.steps"), "model": ("vocab_size",), "rm": ("seed",)}
+# --rl-iterations sets DPO's steps; RL's DPO has no held-out pairs and best-of-n's SFT no validation set or
+# checkpoint, so their evaluation and checkpoint intervals would be flags that do nothing
+SKIPPED = {"rl": ("algo", "dpo.seed", "dpo.steps", "dpo.eval_interval", "sft.eval_interval", "sft.eval_batches",
+                  "sft.checkpoint_interval"),
+           "model": ("vocab_size",), "rm": ("seed",)}
 
 # The --help groups, common flags first: (title, one-line description) per section of Settings
 GROUPS = {"run": ("common flags", "what to run and where"),

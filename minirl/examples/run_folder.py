@@ -104,6 +104,9 @@ class RunFolder:
     def open(cls, out) -> RunFolder:
         folder = pathlib.Path(out).expanduser().resolve()
         command = _make_command(pathlib.Path(out))
+        if folder.exists() and not folder.is_dir():
+            raise RunFolderError(f"{out} is a file, not a folder: pass the folder a happy_gpt run wrote "
+                                 "(its --out, e.g. out/happy_gpt).")
         if not folder.is_dir():
             raise RunFolderError(f"no run folder at {out}: run `{command}` to make one "
                                  "(add --quick for a small model in about a minute).")

@@ -42,26 +42,21 @@ class BestOfNConfig:
     """samples per prompt"""
     k: int = 1
     """samples kept per prompt"""
-    rounds: int = 2
-    """sample-score-fine-tune rounds"""
     temperature: float = 1.0
     """sampling temperature τ"""
-    max_new_tokens: int = 48
-    """response length cap"""
 
     def __post_init__(self):
-        check_ranges(self, n="[1, inf)", k="[1, inf)", rounds="[1, inf)", temperature="(0, inf)",
-                     max_new_tokens="[1, inf)")
+        check_ranges(self, n="[1, inf)", k="[1, inf)", temperature="(0, inf)")
         if self.k > self.n:
             raise ValueError(f"best-of-n keeps k = {self.k} of n = {self.n} samples per prompt; k must be <= n.")
 
 
 def best_of_n_round(policy, prompts: Sequence[Sequence[int]], reward_fn: RewardFunction,
-                    config: BestOfNConfig, sft: TrainConfig, *, decode: Callable[[list[int]], str], eot_id: int,
-                    rng=None) -> dict:
-    """One round: sample n per prompt, keep the best k, fine-tune the policy on them."""
+                    config: BestOfNConfig, sft: TrainConfig, *, max_new_tokens: int,
+                    decode: Callable[[list[int]], str], eot_id: int, rng=None) -> dict:
+    """One round: sample n per prompt (up to `max_new_tokens` each), keep the best k, fine-tune the policy on them."""
     repeated = [list(p) for p in prompts for _ in range(config.n)]
-    gen = policy.generate(repeated, config.max_new_tokens, temperature=config.temperature, eot_id=eot_id, rng=rng)
+    gen = policy.generate(repeated, max_new_tokens, temperature=config.temperature, eot_id=eot_id, rng=rng)
     responses = gen.responses()
     texts = [decode([t for t in r if t != eot_id]) for r in responses]
     scores = np.asarray(sequence_scores(reward_fn, gen.tokens, gen.attention_mask, texts))

@@ -82,7 +82,7 @@ class RLConfig:
     dpo_pairs: int = 256
     """prompts sampled twice and judged, for DPO's preference pairs"""
     best_of_n: BestOfNConfig = field(default_factory=BestOfNConfig)
-    """best-of-n settings (n, k); its SFT steps use `sft`"""
+    """best-of-n settings (n, k, τ); its rounds are `iterations`, its length cap `max_new_tokens`, its SFT `sft`"""
     sft: TrainConfig = field(default_factory=lambda: TrainConfig(steps=20, batch_size=16, lr=3e-4, warmup_steps=0,
                                                                  eval_interval=0, checkpoint_interval=0))
     """the fine-tuning run on each best-of-n round's kept samples"""
@@ -260,7 +260,6 @@ def _loop_state(ckpt, path) -> tuple[tuple[float, int], int, float]:
 
 def _train_best_of_n(policy, prompts, reward_fn, tokenizer, config: RLConfig, log_path, progress, rng) -> list[dict]:
     """`config.iterations` rounds of best-of-n, each on `batch_size` sampled prompts."""
-    bon = dataclasses.replace(config.best_of_n, max_new_tokens=config.max_new_tokens)
     history: list[dict] = []
     sampled_tokens, budget = 0, config.max_sampled_tokens
     bar = Progress(range(config.iterations), desc="best_of_n", total=budget or config.iterations, enabled=progress,
@@ -269,7 +268,8 @@ def _train_best_of_n(policy, prompts, reward_fn, tokenizer, config: RLConfig, lo
         for iteration in bar:
             t0 = time.perf_counter()
             batch = [list(prompts[i]) for i in rng.integers(0, len(prompts), size=config.batch_size)]
-            stats = best_of_n_round(policy, batch, reward_fn, bon, config.sft, decode=tokenizer.decode,
+            stats = best_of_n_round(policy, batch, reward_fn, config.best_of_n, config.sft,
+                                    max_new_tokens=config.max_new_tokens, decode=tokenizer.decode,
                                     eot_id=tokenizer.eot_id)
             sampled_tokens += stats.pop("response_tokens")
             stats.update({"iteration": iteration + 1, "sampled_tokens": sampled_tokens,
