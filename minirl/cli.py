@@ -67,6 +67,18 @@ def _child_prefix(prefix: str, name: str) -> str:
     return f"{prefix}-{name}" if prefix else name
 
 
+def _derived(defaults, f: dataclasses.Field, value) -> bool:
+    """Whether `value`, the field's value in `defaults`, is what the config computes from its other fields
+    when the field is None (its class default): GPTConfig.head_size = n_embd // n_head. Such a field's flag
+    defaults to None, so that changing those other fields derives it anew rather than keeping a stale value."""
+    if defaults is None or f.default is not None or value is None:
+        return False
+    try:
+        return getattr(dataclasses.replace(defaults, **{f.name: None}), f.name) == value
+    except (TypeError, ValueError):
+        return False
+
+
 def add_dataclass_args(parser: argparse.ArgumentParser, cls, prefix: str = "", *, defaults=None,
                        skip: tuple[str, ...] = (), title: str | None = None, description: str | None = None) -> None:
     """Add one flag per field of `cls` (recursing into dataclass fields), as one `--help` group.
@@ -85,6 +97,8 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls, prefix: str = "", *
             continue
         default = getattr(defaults, f.name) if defaults is not None else \
             (f.default if f.default is not dataclasses.MISSING else f.default_factory())
+        if _derived(defaults, f, default):
+            default = None  # derived again from the flags given (head_size from --model-n-embd / --model-n-head)
         if dataclasses.is_dataclass(hints[f.name]):
             inner_skip = tuple(name.split(".", 1)[1] for name in skip if name.startswith(f.name + "."))
             nested.append((hints[f.name], _child_prefix(prefix, f.name), default, inner_skip, docs.get(f.name)))

@@ -215,6 +215,14 @@ def test_flags_use_dashes_and_name_themselves_in_errors():
             happy_gpt.parse_settings(argv, "prog", "")
 
 
+def test_a_derived_field_follows_the_flags_it_is_derived_from():
+    """head_size = n_embd // n_head unless set: the default card's 42 must not stick to a wider model."""
+    parse = lambda *argv: happy_gpt.parse_settings(list(argv), "prog", "")[0].model  # noqa: E731
+    assert parse().head_size == 42 and parse("--quick").head_size == 32
+    assert parse("--model-n-embd", "256", "--model-n-head", "4").head_size == 64
+    assert parse("--model-n-embd", "256", "--model-head-size", "48").head_size == 48
+
+
 def test_help_is_grouped_by_stage_with_the_common_flags_first(capsys):
     with pytest.raises(SystemExit):
         happy_gpt.parse_settings(["--help"], "prog", "")
