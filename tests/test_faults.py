@@ -89,6 +89,22 @@ def test_a_diverged_checkpoint_is_set_aside_not_resumed_or_marked_done(tmp_path)
     assert "NaN or inf" in notices[0] and "pretrain" in notices[0]
 
 
+@pytest.mark.parametrize("marker", ["{", "[]", '{"sha256": 5, "info": {}}', '{"sha256": {}}'])
+def test_an_unreadable_done_json_is_named_and_the_stage_recomputed(tmp_path, marker):
+    notices = []
+    cache = StageCache(tmp_path, notice=notices.append)
+    stage = cache.stage("tokenizer", {"vocab_size": 300})
+    stage.path("tokenizer.tiktoken").write_text("ranks")
+    cache.finish(stage, ["tokenizer.tiktoken"], {})
+    assert cache.is_done(stage, ["tokenizer.tiktoken"])
+    stage.path("done.json").write_text(marker)
+    assert not cache.is_done(stage, ["tokenizer.tiktoken"])
+    assert f"{stage.path('done.json')} is unreadable" in notices[0] and "checksum" not in notices[0]
+    assert "tokenizer.tiktoken cannot be checked" in notices[0] and "recomputing" in notices[0]
+    assert stage.path("done.json.corrupt").read_text() == marker
+    assert stage.path("tokenizer.tiktoken.corrupt").read_text() == "ranks"
+
+
 # 3. NaN rewards cannot become DPO preferences.
 
 def test_a_judge_refuses_nan_scores():
