@@ -77,6 +77,20 @@ def test_missing_label_settings_are_refused_before_any_stage(corpus_csv, tmp_pat
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("name, text, message", [
+    ("docs.jsonl", '{"text": "i love the new phone"}\n{"text": 5}\n',
+     "docs.jsonl, line 2: 'text' holds 5, not a string"),
+    ("docs.csv", 'text\ni love the new phone\n"so happy about my coffee\nthe game\n',
+     "docs.csv, line 3: a quote opened on this line is never closed"),
+])
+def test_a_malformed_corpus_file_is_refused_before_any_stage(tmp_path, capsys, name, text, message):
+    corpus = tmp_path / name
+    corpus.write_text(text)
+    assert happy_gpt.main([*TOY, "--corpus", str(corpus), "--out", str(tmp_path / "out")]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
 # 2. A stage whose last update diverges is not marked done, and the error names the setting.
 
 @pytest.mark.filterwarnings("ignore:overflow:RuntimeWarning", "ignore:invalid value:RuntimeWarning")
