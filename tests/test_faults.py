@@ -18,7 +18,7 @@ from minirl.checkpoint import CheckpointError, NonFiniteError, load_checkpoint, 
 from minirl.data import load_text_file
 from minirl.examples.pipeline import DataConfig
 from minirl.examples.stages import StageCache, write_atomic
-from minirl.folder_lock import FolderBusyError, FolderLock
+from minirl.folder_lock import FolderBusyError, FolderLock, ForeignFolderError
 from minirl.model import GPT, GPTConfig
 from minirl.pretrain import load_pretrained
 from minirl.rl.ppo import PPOConfig
@@ -188,6 +188,28 @@ def test_a_second_run_on_a_locked_folder_is_refused_and_a_stale_lock_is_taken_ov
     with FolderLock(tmp_path, notice=notices.append):
         pass
     assert "4194999" in notices[0] and "taking the lock over" in notices[0]
+
+
+@pytest.mark.parametrize("sign, minirl", [
+    ({".minirl.lock": ""}, True),
+    ({"pretrain-0123456789/settings.json": "{}"}, True),  # a stage folder, finished or not
+    ({"summary.json": '{"config": {}}'}, True),
+    ({"frontier/summary.json": '{"config": {}}'}, True),
+    ({}, True),  # an empty folder
+    ({"summary.json": '{"loss": 1}'}, False),  # a summary.json minirl did not write
+    ({"pretrain-0123456789/notes.txt": ""}, False),
+    ({"notes.txt": ""}, False),
+])
+def test_the_lock_takes_an_empty_or_minirl_folder_and_refuses_one_of_other_files(tmp_path, sign, minirl):
+    for name, text in sign.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    if minirl:
+        FolderLock(tmp_path).acquire().release()
+        return
+    with pytest.raises(ForeignFolderError, match=f"{tmp_path} holds files that no minirl run wrote"):
+        FolderLock(tmp_path).acquire()
+    assert not (tmp_path / ".minirl.lock").exists()
 
 
 def test_atomic_writes_do_not_share_a_temporary_name(tmp_path):

@@ -15,7 +15,7 @@ from tests.conftest import has_distribution
 from minirl import gradcheck, pretrain
 from minirl.checkpoint import load_checkpoint, save_checkpoint
 from minirl.data import synthetic_corpus
-from minirl.examples import happy_gpt
+from minirl.examples import compare, frontier, happy_gpt, overoptimization, summarize
 from minirl.folder_lock import FolderLock
 from minirl.model import GPT, GPTConfig
 
@@ -146,8 +146,47 @@ def test_a_refused_run_touches_nothing_in_out(corpus_csv, tmp_path, bad):
 
 def test_compare_opening_out_keeps_happy_gpts_plot(tmp_path):
     (tmp_path / "rl_curves.png").write_text("happy_gpt's plot")
-    happy_gpt.open_out(str(tmp_path), summary="compare/summary.json")
+    happy_gpt.open_out(str(tmp_path), compare.OUTPUTS)
     assert (tmp_path / "rl_curves.png").read_text() == "happy_gpt's plot"
+
+
+# 7b. A run never writes over a file it did not write: a folder of someone else's files is refused, and in a
+# minirl folder every report a rerun replaces is moved aside first.
+
+MINE = {"metrics.jsonl": "my metrics", "rl_curves.png": "my plot", "summary.json": '{"mine": 1}',
+        "report.html": "my page"}
+
+
+@pytest.mark.parametrize("command, argv", [
+    (happy_gpt, TOY), (compare, TOY), (frontier, TOY), (overoptimization, TOY), (summarize, []),
+    (pretrain, ["--corpus", "synthetic"]),
+])
+def test_a_folder_of_someone_elses_files_is_refused(corpus_csv, tmp_path, capsys, command, argv):
+    out = tmp_path / "mine"
+    out.mkdir()
+    for name, text in MINE.items():
+        (out / name).write_text(text)
+    corpus = [] if command in (summarize, pretrain) else ["--corpus", str(corpus_csv), "--text-column", "body"]
+    assert command.main([*argv, *corpus, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"{out} holds files that no minirl run wrote" in err and "pass another --out" in err
+    assert {p.name: p.read_text() for p in out.iterdir()} == MINE  # not even a lock file
+
+
+@needs_vader
+def test_a_rerun_moves_every_report_it_replaces_aside(corpus_csv, toy_run, tmp_path):
+    out = tmp_path / "out"
+    shutil.copytree(toy_run, out)
+    earlier = {name: (out / name).read_bytes() for name in happy_gpt.OUTPUTS if (out / name).exists()}
+    assert set(earlier) >= {"summary.json", "report.html", "metrics.jsonl"}  # rl_curves.png needs matplotlib
+    (out / "notes.txt").write_text("mine")
+    assert happy_gpt.main(toy_argv(corpus_csv, out)) == 0
+    for name, content in earlier.items():
+        stem, ext = name.split(".")
+        assert (out / f"{stem}.previous.{ext}").read_bytes() == content and (out / name).exists()
+    assert (out / "notes.txt").read_text() == "mine"
+    statuses = {s["name"]: s["status"] for s in json.loads((out / "summary.json").read_text())["stages"]}
+    assert set(statuses.values()) == {"cached"}
 
 
 # 8. A second run on a busy --out is refused with the first run's pid.
