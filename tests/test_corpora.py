@@ -153,6 +153,36 @@ def test_file_errors(tmp_path):
         load_text_file(_write(tmp_path / "m.csv", "text,y\na,1\nb,\n"), label_column="y")
 
 
+@pytest.mark.parametrize("text, opened", [
+    ('text,label\n"hello there,pos\nfine day,neg\nok,pos\n', 2),  # the quote swallows every later line
+    ('text,label\r\n"a\r\nb",pos\r\n\r\nok,"neg\r\nx,pos', 5),  # CRLF, a closed multi-line field before it
+    ('text,label\nfine,pos\n"open', 3),  # no newline at the end
+])
+@pytest.mark.parametrize("label_column", ["label", None])
+def test_a_quote_never_closed_names_the_line_it_opened_on(tmp_path, text, opened, label_column):
+    path = tmp_path / "q.csv"
+    path.write_bytes(text.encode())
+    with pytest.raises(ValueError, match=rf"q\.csv, line {opened}: a quote opened on this line is never closed"):
+        load_text_file(path, label_column=label_column)
+
+
+@pytest.mark.parametrize("record, message", [
+    ({"text": 5}, "'text' holds 5, not a string"),
+    ({"text": ["a", "b"]}, re.escape("""'text' holds ["a", "b"], not a string""")),
+    ({"text": "ok", "y": {"a": 1}}, re.escape("""'y' holds {"a": 1}; a label is one string or number""")),
+])
+def test_a_jsonl_field_of_the_wrong_type_names_the_file_line_and_field(tmp_path, record, message):
+    records = [{"text": "hello there", "y": 1}, {"y": 0, **record}]
+    path = _write(tmp_path / "d.jsonl", "".join(json.dumps(r) + "\n" for r in records))
+    with pytest.raises(ValueError, match=rf"d\.jsonl, line 2: {message}"):
+        load_text_file(path, label_column="y")
+
+
+def test_a_null_text_is_a_blank_document(tmp_path):
+    path = _write(tmp_path / "d.jsonl", '{"text": null}\n{"text": "kept"}\n')
+    assert load_text_file(path).texts == ["kept"]
+
+
 def test_load_corpus_names_and_errors(tmp_path):
     assert load_corpus("synthetic", n_docs=5).name == "synthetic"
     assert load_corpus(_write(tmp_path / "x.txt", "a\n")).texts == ["a"]

@@ -18,7 +18,7 @@ from minirl.checkpoint import CheckpointError, NonFiniteError, load_checkpoint, 
 from minirl.data import load_text_file
 from minirl.examples.pipeline import DataConfig
 from minirl.examples.stages import StageCache, write_atomic
-from minirl.folder_lock import FolderBusyError, FolderLock
+from minirl.folder_lock import FolderBusyError, FolderLock, ForeignFolderError
 from minirl.model import GPT, GPTConfig
 from minirl.pretrain import load_pretrained
 from minirl.rl.ppo import PPOConfig
@@ -89,6 +89,22 @@ def test_a_diverged_checkpoint_is_set_aside_not_resumed_or_marked_done(tmp_path)
     assert "NaN or inf" in notices[0] and "pretrain" in notices[0]
 
 
+@pytest.mark.parametrize("marker", ["{", "[]", '{"sha256": 5, "info": {}}', '{"sha256": {}}'])
+def test_an_unreadable_done_json_is_named_and_the_stage_recomputed(tmp_path, marker):
+    notices = []
+    cache = StageCache(tmp_path, notice=notices.append)
+    stage = cache.stage("tokenizer", {"vocab_size": 300})
+    stage.path("tokenizer.tiktoken").write_text("ranks")
+    cache.finish(stage, ["tokenizer.tiktoken"], {})
+    assert cache.is_done(stage, ["tokenizer.tiktoken"])
+    stage.path("done.json").write_text(marker)
+    assert not cache.is_done(stage, ["tokenizer.tiktoken"])
+    assert f"{stage.path('done.json')} is unreadable" in notices[0] and "checksum" not in notices[0]
+    assert "tokenizer.tiktoken cannot be checked" in notices[0] and "recomputing" in notices[0]
+    assert stage.path("done.json.corrupt").read_text() == marker
+    assert stage.path("tokenizer.tiktoken.corrupt").read_text() == "ranks"
+
+
 # 3. NaN rewards cannot become DPO preferences.
 
 def test_a_judge_refuses_nan_scores():
@@ -105,7 +121,7 @@ def test_a_judge_refuses_nan_scores():
 def test_an_overlong_csv_field_names_the_file_and_line(tmp_path):
     path = tmp_path / "corpus.csv"
     path.write_text('text,label\nfine,1\n"' + "x" * 200_000 + '",0\n')
-    with pytest.raises(ValueError, match=r"corpus\.csv, line \d+: not valid CSV .*quote"):
+    with pytest.raises(ValueError, match=r"corpus\.csv, line 3: not valid CSV .*quote"):  # where the field starts
         load_text_file(path, label_column="label")
 
 
@@ -172,6 +188,28 @@ def test_a_second_run_on_a_locked_folder_is_refused_and_a_stale_lock_is_taken_ov
     with FolderLock(tmp_path, notice=notices.append):
         pass
     assert "4194999" in notices[0] and "taking the lock over" in notices[0]
+
+
+@pytest.mark.parametrize("sign, minirl", [
+    ({".minirl.lock": ""}, True),
+    ({"pretrain-0123456789/settings.json": "{}"}, True),  # a stage folder, finished or not
+    ({"summary.json": '{"config": {}}'}, True),
+    ({"frontier/summary.json": '{"config": {}}'}, True),
+    ({}, True),  # an empty folder
+    ({"summary.json": '{"loss": 1}'}, False),  # a summary.json minirl did not write
+    ({"pretrain-0123456789/notes.txt": ""}, False),
+    ({"notes.txt": ""}, False),
+])
+def test_the_lock_takes_an_empty_or_minirl_folder_and_refuses_one_of_other_files(tmp_path, sign, minirl):
+    for name, text in sign.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    if minirl:
+        FolderLock(tmp_path).acquire().release()
+        return
+    with pytest.raises(ForeignFolderError, match=f"{tmp_path} holds files that no minirl run wrote"):
+        FolderLock(tmp_path).acquire()
+    assert not (tmp_path / ".minirl.lock").exists()
 
 
 def test_atomic_writes_do_not_share_a_temporary_name(tmp_path):

@@ -16,7 +16,7 @@ from tests.conftest import has_distribution
 from minirl import gradcheck, pretrain
 from minirl.checkpoint import load_checkpoint, save_checkpoint
 from minirl.data import synthetic_corpus
-from minirl.examples import happy_gpt
+from minirl.examples import compare, frontier, happy_gpt, overoptimization, summarize
 from minirl.folder_lock import FolderLock
 from minirl.model import GPT, GPTConfig
 
@@ -74,6 +74,20 @@ def test_a_labelled_csv_corpus_runs_every_stage(toy_run):
 ])
 def test_missing_label_settings_are_refused_before_any_stage(corpus_csv, tmp_path, capsys, change, message):
     assert happy_gpt.main(toy_argv(corpus_csv, tmp_path / "out", *change)) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("name, text, message", [
+    ("docs.jsonl", '{"text": "i love the new phone"}\n{"text": 5}\n',
+     "docs.jsonl, line 2: 'text' holds 5, not a string"),
+    ("docs.csv", 'text\ni love the new phone\n"so happy about my coffee\nthe game\n',
+     "docs.csv, line 3: a quote opened on this line is never closed"),
+])
+def test_a_malformed_corpus_file_is_refused_before_any_stage(tmp_path, capsys, name, text, message):
+    corpus = tmp_path / name
+    corpus.write_text(text)
+    assert happy_gpt.main([*TOY, "--corpus", str(corpus), "--out", str(tmp_path / "out")]) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
@@ -142,7 +156,7 @@ def test_a_refused_run_touches_nothing_in_out(corpus_csv, tmp_path, bad):
 
 def test_compare_opening_out_keeps_happy_gpts_plot(tmp_path):
     (tmp_path / "rl_curves.png").write_text("happy_gpt's plot")
-    happy_gpt.open_out(str(tmp_path), summary="compare/summary.json")
+    happy_gpt.open_out(str(tmp_path), compare.OUTPUTS)
     assert (tmp_path / "rl_curves.png").read_text() == "happy_gpt's plot"
 
 
@@ -161,6 +175,45 @@ def test_ctrl_c_is_one_line_and_the_rerun_reuses_what_finished(corpus_csv, tmp_p
     assert stage_dirs(out, "sft") and not stage_dirs(out, "rl_ppo")[0].joinpath("done.json").exists()
     assert happy_gpt.main(toy_argv(corpus_csv, out)) == 0  # not refused: the folder lock went with the run
     assert re.search(r"^sft +cached", capsys.readouterr().out, re.M)
+
+
+# 7b. A run never writes over a file it did not write: a folder of someone else's files is refused, and in a
+# minirl folder every report a rerun replaces is moved aside first.
+
+MINE = {"metrics.jsonl": "my metrics", "rl_curves.png": "my plot", "summary.json": '{"mine": 1}',
+        "report.html": "my page"}
+
+
+@pytest.mark.parametrize("command, argv", [
+    (happy_gpt, TOY), (compare, TOY), (frontier, TOY), (overoptimization, TOY), (summarize, []),
+    (pretrain, ["--corpus", "synthetic"]),
+])
+def test_a_folder_of_someone_elses_files_is_refused(corpus_csv, tmp_path, capsys, command, argv):
+    out = tmp_path / "mine"
+    out.mkdir()
+    for name, text in MINE.items():
+        (out / name).write_text(text)
+    corpus = [] if command in (summarize, pretrain) else ["--corpus", str(corpus_csv), "--text-column", "body"]
+    assert command.main([*argv, *corpus, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"{out} holds files that no minirl run wrote" in err and "pass another --out" in err
+    assert {p.name: p.read_text() for p in out.iterdir()} == MINE  # not even a lock file
+
+
+@needs_vader
+def test_a_rerun_moves_every_report_it_replaces_aside(corpus_csv, toy_run, tmp_path):
+    out = tmp_path / "out"
+    shutil.copytree(toy_run, out)
+    earlier = {name: (out / name).read_bytes() for name in happy_gpt.OUTPUTS if (out / name).exists()}
+    assert set(earlier) >= {"summary.json", "report.html", "metrics.jsonl"}  # rl_curves.png needs matplotlib
+    (out / "notes.txt").write_text("mine")
+    assert happy_gpt.main(toy_argv(corpus_csv, out)) == 0
+    for name, content in earlier.items():
+        stem, ext = name.split(".")
+        assert (out / f"{stem}.previous.{ext}").read_bytes() == content and (out / name).exists()
+    assert (out / "notes.txt").read_text() == "mine"
+    statuses = {s["name"]: s["status"] for s in json.loads((out / "summary.json").read_text())["stages"]}
+    assert set(statuses.values()) == {"cached"}
 
 
 # 8. A second run on a busy --out is refused with the first run's pid.

@@ -55,7 +55,7 @@ def test_comparisons_become_pairs_that_fit_the_block(files, tok):
 @pytest.mark.parametrize("line, message", [('{"prompt": "a", "label": "b"}\n{"prompt": "a" "label"}', "line 2: invalid JSON"),
                                            ('["prompt", "label"]', "line 1: expected a JSON object"),
                                            ('{"prompt": "a", "summary": "b"}', "line 1: needs a non-empty string 'label'"),
-                                           ('{"prompt": "a", "label": 3}', "line 1: needs a non-empty string 'label'"),
+                                           ('{"prompt": "a", "label": 3}', "line 1: .*, but its 'label' is 3"),
                                            ("\n\n", "holds no records")])
 def test_malformed_jsonl_names_the_file_and_line(tmp_path, tok, line, message):
     path = tmp_path / "bad.jsonl"

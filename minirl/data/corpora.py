@@ -168,17 +168,39 @@ def _read_records(path: Path) -> list[tuple[int, dict]]:
     """(line number, record) pairs of a .csv or .jsonl file."""
     text = _read_text(path)
     if path.suffix == ".csv":
-        reader = csv.DictReader(io.StringIO(text, newline=""))
+        # strict: a quote still open at the end of the file is an error, not a last field that swallowed the rest
+        reader = csv.DictReader(io.StringIO(text, newline=""), strict=True)
         records = []
         try:
             for row in reader:
                 records.append((reader.line_num, row))
         except csv.Error as e:
-            hint = ("A field that long usually means a quote that is never closed, which swallows the lines after "
-                    "it; check the quoting from that line on." if "field limit" in str(e) else "Check that line.")
-            raise ValueError(f"{path}, line {reader.line_num}: not valid CSV ({e}). {hint}") from None
+            raise ValueError(_csv_error(path, text, e, reader.line_num)) from None
         return records
     return jsonl_records(path, text)
+
+
+def _csv_error(path: Path, text: str, error: csv.Error, done: int) -> str:
+    """The message for a CSV that `csv` refused after `done` lines of complete records: the line where
+    the failing record starts, or for a quote never closed the line where it opened."""
+    if str(error) == "unexpected end of data":
+        # read leniently, the open field runs from its quote to the end of the file: count its lines back
+        field = list(csv.reader(io.StringIO(text, newline="")))[-1][-1]
+        opened = 1 + _line_breaks(text) - _line_breaks(field)
+        return (f"{path}, line {opened}: a quote opened on this line is never closed, so the lines after it "
+                "would be read as one field. Close it (a quote inside a quoted field is written twice: \"\").")
+    lines = io.StringIO(text, newline="").readlines()  # split as csv splits them
+    start = done + 1
+    while start <= len(lines) and lines[start - 1] in ("\n", "\r\n", "\r"):  # blank lines are no record
+        start += 1
+    hint = ("A field that long usually means a quote that is never closed, which swallows the lines after it; "
+            "check the quoting of this record." if "field limit" in str(error) else "Check that line.")
+    return f"{path}, line {start}: not valid CSV ({error}). {hint}"
+
+
+def _line_breaks(text: str) -> int:
+    """How many line breaks `text` holds, counted as csv counts them (LF, CRLF or a lone CR)."""
+    return sum(line.endswith(("\n", "\r")) for line in io.StringIO(text, newline=""))
 
 
 def jsonl_records(path: str | Path, text: str | None = None) -> list[tuple[int, dict]]:
@@ -199,6 +221,12 @@ def jsonl_records(path: str | Path, text: str | None = None) -> list[tuple[int, 
             raise ValueError(f"{path}, line {lineno}: expected a JSON object, got {kind}")
         records.append((lineno, record))
     return records
+
+
+def json_value(value, limit: int = 40) -> str:
+    """A JSON value as a message shows it: its JSON text, cut to `limit` characters."""
+    text = json.dumps(value)
+    return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
 def _encode_labels(raw: list) -> tuple[list[int], tuple[str, ...]]:
@@ -256,7 +284,11 @@ def load_text_file(path: str | Path, text_column: str = "text", label_column: st
                 raise ValueError(
                     f"{path}, line {lineno}: no column {column!r}; columns are {[k for k in record if k]}"
                 )
-        text = str(record[text_column] or "").strip()
+        text = record[text_column]
+        if text is not None and not isinstance(text, str):  # a JSON number or list is not a document
+            raise ValueError(f"{path}, line {lineno}: {text_column!r} holds {json_value(text)}, not a string; "
+                             "write the document as a JSON string (in double quotes).")
+        text = (text or "").strip()
         if not text:
             continue
         texts.append(text)
@@ -264,6 +296,9 @@ def load_text_file(path: str | Path, text_column: str = "text", label_column: st
             label = record[label_column]
             if label is None or label == "":
                 raise ValueError(f"{path}, line {lineno}: empty label in column {label_column!r}")
+            if isinstance(label, (list, dict)):  # a label names one class
+                raise ValueError(f"{path}, line {lineno}: {label_column!r} holds {json_value(label)}; a label is "
+                                 "one string or number.")
             raw_labels.append(label)
     if not texts:
         raise ValueError(f"{path} contains no documents")

@@ -17,7 +17,7 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from minirl.data.corpora import jsonl_records
+from minirl.data.corpora import json_value, jsonl_records
 from minirl.data.preferences import PreferencePair
 from minirl.data.sft import SFTDataset, SFTExample
 
@@ -43,8 +43,10 @@ def read_jsonl(path: str | Path, fields: tuple[str, ...]) -> list[tuple[int, dic
     for lineno, record in records:
         for field in fields:
             if not isinstance(record.get(field), str) or not record[field].strip():
-                raise ValueError(f"{path}, line {lineno}: needs a non-empty string {field!r}; the line has "
-                                 f"{sorted(record)}. Expected the fields {list(fields)}.")
+                found = (f"its {field!r} is {json_value(record[field])}" if field in record
+                         else f"the line has {sorted(record)}")
+                raise ValueError(f"{path}, line {lineno}: needs a non-empty string {field!r}, but {found}. Expected "
+                                 f"the fields {list(fields)}, each a JSON string.")
     if not records:
         raise ValueError(f"{path} holds no records; expected JSON lines with {list(fields)}.")
     return records

@@ -30,6 +30,9 @@ from minirl.examples.stages import StageCache, write_atomic
 from minirl.rl.trainer import ALGOS
 from minirl.table import format_table
 
+OUTPUTS = ("compare/summary.json", "compare/reward_vs_kl.png")
+"""what a run writes in --out; an earlier run's are moved aside as *.previous.*"""
+
 
 def budgeted(rl, algo: str, token_budget: int, dpo_steps: int):
     """The RL config of one algorithm under the shared budget of sampled response tokens. DPO spends
@@ -49,7 +52,7 @@ def compare(settings, algos: list[str], token_budget: int, dpo_steps: int) -> di
 
 def _compare(settings, corpus, algos: list[str], token_budget: int, dpo_steps: int) -> dict:
     cfg = settings.run
-    out = open_out(cfg.out, summary="compare/summary.json")
+    out = open_out(cfg.out, OUTPUTS)
     cache = StageCache(out)
     base = prepare(cache, settings.data, settings.model, settings.pretrain, settings.sft, cfg.seed, cfg.eval_samples,
                    corpus=corpus)

@@ -38,6 +38,9 @@ from minirl.rl.frontier import best_at, frontier, read_at, reward_per_nat, throu
 from minirl.rl.trainer import ALGOS
 from minirl.validation import check_ranges
 
+OUTPUTS = ("frontier/summary.json", "frontier/table.txt", "frontier/frontier.png")
+"""what a sweep writes in --out; an earlier sweep's are moved aside as *.previous.*"""
+
 KNOBS = {"pg": ("pg", "kl_coef", "β"), "ppo": ("ppo", "kl_coef", "β"), "rloo": ("rloo", "kl_coef", "β"),
          "trpo": ("trpo", "max_kl", "δ"), "grpo": ("grpo", "beta", "β"), "best_of_n": ("best_of_n", "n", "n"),
          "dpo": ("dpo", "beta", "β")}
@@ -200,7 +203,7 @@ def run_frontier(settings, fcfg: FrontierConfig) -> dict:
 
 def _run_frontier(settings, fcfg: FrontierConfig, corpus, t_start: float) -> dict:
     cfg = settings.run
-    out = open_out(cfg.out, summary="frontier/summary.json")
+    out = open_out(cfg.out, OUTPUTS)
     cache = StageCache(out)
     base = prepare(cache, settings.data, settings.model, settings.pretrain, settings.sft, cfg.seed, cfg.eval_samples,
                    corpus=corpus)

@@ -175,19 +175,25 @@ def writable_dir(out: str) -> pathlib.Path:
 
 
 def lock_out(out: str) -> FolderLock:
-    """The lock that keeps a second run out of --out while this one works in it."""
+    """The lock that keeps a second run out of --out while this one works in it; taking it refuses a
+    folder of files that no minirl run wrote (`FolderLock`)."""
     return FolderLock(writable_dir(out))
 
 
-def open_out(out: str, summary: str = "summary.json") -> pathlib.Path:
-    """Move aside the `summary` of an earlier run in --out, and the report.html beside it, so a run that fails
-    never leaves one that looks like its own. Call it only once the settings are validated and the lock is
-    held (`lock_out`): it is the first change a run makes to --out."""
+OUTPUTS = ("summary.json", "report.html", "metrics.jsonl", "rl_curves.png")
+"""the files a run writes at the top of --out (summary.json last: its presence means the run finished)"""
+
+
+def open_out(out: str, outputs: tuple[str, ...] = OUTPUTS) -> pathlib.Path:
+    """Move aside each of `outputs` (paths under --out) that an earlier run left, as <name>.previous.<ext>,
+    so a run never writes over a file, and one that fails never leaves a report that looks like its own.
+    Call it only once the settings are validated and the lock is held (`lock_out`, which refuses a folder
+    of files no minirl run wrote): it is the first change a run makes to --out."""
     path = writable_dir(out)
-    previous = path / summary
-    for name, aside in ((previous.name, "summary.previous.json"), ("report.html", "report.previous.html")):
-        if previous.with_name(name).exists():
-            os.replace(previous.with_name(name), previous.with_name(aside))
+    for name in outputs:
+        earlier = path / name
+        if earlier.exists():
+            os.replace(earlier, earlier.with_name(f"{earlier.stem}.previous{earlier.suffix}"))
     return path
 
 
@@ -240,8 +246,6 @@ def _run(settings: Settings, corpus, t_start: float) -> dict:
         raise FloatingPointError(f"the evaluation gave {', '.join(broken)}; no report was written. A policy whose "
                                  "samples score NaN has diverged: lower --rl-lr, or check the reward function.")
     plot = write_plots(history, out / "rl_curves.png", f"{cfg.algo} against {cfg.reward}")
-    if plot is None and (out / "rl_curves.png").exists():  # an earlier run's plot must not pass for this run's
-        os.replace(out / "rl_curves.png", out / "rl_curves.previous.png")
     merged_metrics(base.records, out)
 
     sft, final = models["sft"], models["final"]

@@ -32,9 +32,9 @@ import numpy as np
 
 from minirl import backend
 from minirl.cli import add_dataclass_args, from_args
-from minirl.examples.happy_gpt import exit_status, open_out, parse_settings
+from minirl.examples.happy_gpt import exit_status, lock_out, open_out, parse_settings
 from minirl.examples.overoptimization_report import plot_lab, print_lab
-from minirl.examples.pipeline import copy_model, prepare, reward_function, run_stage
+from minirl.examples.pipeline import copy_model, load_labelled_corpus, prepare, reward_function, run_stage
 from minirl.examples.report import distinct_n, sample_statistics
 from minirl.examples.stages import StageCache, write_atomic
 from minirl.rl.overoptimization import best_of_n_means, fit_gold_curve, gold_falls
@@ -42,6 +42,9 @@ from minirl.rl.reward_model import ScalarHeadModel
 from minirl.rl.sentiment import vader_reward
 from minirl.rl.trainer import train_rl
 from minirl.sampling import generate
+
+OUTPUTS = ("overoptimization/summary.json", "overoptimization/overoptimization.png")
+"""what the lab writes in --out; an earlier lab's are moved aside as *.previous.*"""
 
 
 @dataclass
@@ -171,12 +174,20 @@ def ppo_lab(cache, base, rl_cfg, proxy_fn, proxy_stage, lab: LabConfig, seed: in
 def run_lab(settings, lab: LabConfig) -> dict:
     cfg = settings.run
     backend.use(cfg.backend)
-    sizes, _ = lab.sizes(), lab.ns()
+    lab.sizes(), lab.ns()  # each refuses a malformed list before anything runs
     if lab.seeds < 1 or lab.ppo_iterations < 1 or lab.eval_every < 1:
         raise ValueError("--lab-seeds, --lab-ppo-iterations and --lab-eval-every must be at least 1.")
-    out = open_out(cfg.out, summary="overoptimization/summary.json")
+    corpus = load_labelled_corpus(settings.data, need_negative=False)  # before --out is touched
+    with lock_out(cfg.out):
+        return _run_lab(settings, lab, corpus)
+
+
+def _run_lab(settings, lab: LabConfig, corpus) -> dict:
+    cfg, sizes = settings.run, lab.sizes()
+    out = open_out(cfg.out, OUTPUTS)
     cache = StageCache(out)
-    base = prepare(cache, settings.data, settings.model, settings.pretrain, settings.sft, cfg.seed, cfg.eval_samples)
+    base = prepare(cache, settings.data, settings.model, settings.pretrain, settings.sft, cfg.seed, cfg.eval_samples,
+                   corpus=corpus)
     max_new_tokens = settings.rl.max_new_tokens
     proxies, proxy_stages = {}, {}
     for size in sizes:

@@ -14,7 +14,8 @@ get another folder, so switching back reuses the older result too.
 `done.json` is written last (atomically), with the SHA-256 of each output file; a
 stage without it is unfinished, and its trainer resumes from its checkpoint. A
 finished stage whose files no longer match their checksums, or an unfinished one whose
-checkpoint cannot be read, is set aside (renamed ``*.corrupt``) with a notice and recomputed.
+checkpoint cannot be read, is set aside (renamed ``*.corrupt``) with a notice and recomputed; so is
+a finished one whose done.json cannot be read, since its outputs cannot be checked without it.
 """
 
 from __future__ import annotations
@@ -80,15 +81,19 @@ class StageCache:
             for name in resumable:
                 self._check_resumable(stage, name)
             return False
-        try:
-            recorded = json.loads(marker.read_text())["sha256"]
-        except (ValueError, KeyError, TypeError):
-            recorded = {}
-        bad = [name for name in files if not stage.path(name).exists() or recorded.get(name) != file_sha256(stage.path(name))]
-        if not bad:
-            return True
-        self.notice(f"notice: stage {stage.name}: {', '.join(bad)} missing or not what was written "
-                    f"(checksum mismatch: corrupted?); setting it aside and recomputing the stage.")
+        recorded = _read_marker(marker)
+        if recorded is None:  # no checksums to hold the outputs to, so none of them can be trusted
+            bad = [name for name in files if stage.path(name).exists()]
+            self.notice(f"notice: stage {stage.name}: {marker} is unreadable (damaged?), so "
+                        f"{', '.join(bad) or 'its outputs'} cannot be checked; setting the stage aside (*.corrupt) "
+                        "and recomputing it.")
+        else:
+            bad = [name for name in files
+                   if not stage.path(name).exists() or recorded.get(name) != file_sha256(stage.path(name))]
+            if not bad:
+                return True
+            self.notice(f"notice: stage {stage.name}: {', '.join(bad)} missing or not what was written "
+                        f"(checksum mismatch: corrupted?); setting it aside and recomputing the stage.")
         for name in bad:
             self._set_aside(stage.path(name))
         self._set_aside(marker)
@@ -131,3 +136,14 @@ class StageCache:
     def _set_aside(path: pathlib.Path) -> None:
         if path.exists():
             os.replace(path, path.with_name(path.name + ".corrupt"))
+
+
+def _read_marker(marker: pathlib.Path) -> dict | None:
+    """The output checksums a done.json records, or None when it is not the JSON that `finish` writes."""
+    try:
+        done = json.loads(marker.read_text())
+    except (OSError, ValueError):
+        return None
+    if not (isinstance(done, dict) and isinstance(done.get("sha256"), dict) and isinstance(done.get("info"), dict)):
+        return None
+    return done["sha256"]

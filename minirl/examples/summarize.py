@@ -35,7 +35,7 @@ from minirl.checkpoint import save_checkpoint
 from minirl.cli import add_dataclass_args, from_args
 from minirl.data.sft import SFTDataset
 from minirl.data.summaries import check_marker, comparison_pairs, sft_examples, write_synthetic_tldr
-from minirl.examples.happy_gpt import exit_status, lock_out, merged_metrics, open_out
+from minirl.examples.happy_gpt import OUTPUTS, exit_status, lock_out, merged_metrics, open_out
 from minirl.examples.pipeline import load_weights, run_stage, train_policy
 from minirl.examples.report import policy_statistics, write_plots
 from minirl.examples.report_html import write_report_html
@@ -179,7 +179,7 @@ def run(settings: SummarizeSettings, quick: bool) -> dict:
             settings = dataclasses.replace(settings, data=quick_inputs(cache, settings.data, settings.run.seed,
                                                                        records))
         inputs = load_inputs(settings)
-        out = open_out(settings.run.out)  # every input is valid: the first change to an earlier report
+        out = open_out(settings.run.out, OUTPUTS)  # every input is valid: the first change to an earlier report
         return _run(settings, inputs, cache, records, out, t_start)
 
 
