@@ -302,36 +302,34 @@ class Explorer:
         d = √KL with standard errors, the fitted Δgold curves, α, β, R², the verdicts, and the samples
         PPO wrote at each evaluation; `samples_at` picks three (first, middle, last of the largest proxy).
         Without the file: the command that makes it."""
-        command = f"python -m minirl.examples.overoptimization --out {shlex.quote(str(self.run.path))}"
-        try:
-            summary = self.run.lab_summary()
-            if summary is None:
-                return {"available": False, "command": command}
+        def panel(summary: dict) -> dict:
             proxies = lab_panel(summary)
-            lines = verdicts(summary)
-            last, kl_coef = len(proxies[-1]["ppo"]["points"]) - 1, summary["lab"]["kl_coef"]
-        except (ValueError, KeyError, TypeError, IndexError) as e:
-            raise InputError(f"{self.run.path / 'overoptimization' / 'summary.json'} cannot be read "
-                             f"({type(e).__name__}: {e}); rerun `{command}` to rewrite it.") from None
-        return _finite({"available": True, "command": command, "kl_coef": kl_coef,
-                        "proxies": proxies, "verdicts": lines,
-                        "samples_at": {"size": proxies[-1]["size"], "points": sorted({0, last // 2, last})}})
+            last = len(proxies[-1]["ppo"]["points"]) - 1
+            return {"kl_coef": summary["lab"]["kl_coef"], "proxies": proxies, "verdicts": verdicts(summary),
+                    "samples_at": {"size": proxies[-1]["size"], "points": sorted({0, last // 2, last})}}
+        return self._sweep("overoptimization", self.run.lab_summary, panel)
 
     def frontier(self) -> dict:
         """The frontier sweep's results when it has run in this folder (its summary.json, every number from
         `minirl.rl.frontier`): each algorithm's runs as points labelled with their knob, its monotone frontier,
         its reward and reward per nat at the matched KLs with the best at each, gold under a proxy reward,
         the verdict, and every run's samples. Without the file: the command that makes it."""
-        command = f"python -m minirl.examples.frontier --out {shlex.quote(str(self.run.path))}"
+        return self._sweep("frontier", self.run.frontier_summary, frontier_panel)
+
+    def _sweep(self, name: str, read, panel) -> dict:
+        """`panel(summary)` of sweep `name`'s <out>/<name>/summary.json (as `read()` gives it), or, without the
+        file, the command that makes it; a file that does not hold what the panel needs is refused in one
+        sentence naming it and that command."""
+        command = f"python -m minirl.examples.{name} --out {shlex.quote(str(self.run.path))}"
         try:
-            summary = self.run.frontier_summary()
+            summary = read()
             if summary is None:
                 return {"available": False, "command": command}
-            panel = frontier_panel(summary)
+            shown = panel(summary)
         except (ValueError, KeyError, TypeError, IndexError) as e:
-            raise InputError(f"{self.run.path / 'frontier' / 'summary.json'} cannot be read "
+            raise InputError(f"{self.run.path / name / 'summary.json'} cannot be read "
                              f"({type(e).__name__}: {e}); rerun `{command}` to rewrite it.") from None
-        return _finite({"available": True, "command": command, **panel})
+        return _finite({"available": True, "command": command, **shown})
 
     def reward_model(self, text) -> dict:
         """R(x, y) of `text` under the run's learned reward model, and its health report
